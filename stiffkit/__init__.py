@@ -1,0 +1,44 @@
+"""stiffkit: numerical analysis of stiffness in learned ODEs.
+
+Butcher tableaux and their analysis (order conditions, stability), batched Runge–Kutta
+steps and integrators in torch, analytic test problems, eigen-estimators of the drift
+Jacobian, and the stiffness diagnostics behind ERK-Guid.
+"""
+
+from stiffkit.adaptive import AdaptiveSolution, solve_adaptive
+from stiffkit.order_conditions import computed_order, order_condition_residuals, rooted_trees
+from stiffkit.rk import RKStep, pair_stage_index, rk_step, solve_fixed
+from stiffkit.stability import (
+    plot_stability_region,
+    real_stability_interval,
+    stability_function,
+    stability_polynomial,
+)
+from stiffkit.summary import convergence_study, tableau_summary
+from stiffkit.tableaux import ButcherTableau, get_tableau, list_tableaux, register_tableau
+from stiffkit.trajectory import Trajectory
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptiveSolution",
+    "ButcherTableau",
+    "RKStep",
+    "Trajectory",
+    "computed_order",
+    "convergence_study",
+    "get_tableau",
+    "list_tableaux",
+    "order_condition_residuals",
+    "pair_stage_index",
+    "plot_stability_region",
+    "real_stability_interval",
+    "register_tableau",
+    "rk_step",
+    "rooted_trees",
+    "solve_adaptive",
+    "solve_fixed",
+    "stability_function",
+    "stability_polynomial",
+    "tableau_summary",
+]

@@ -1,0 +1,93 @@
+"""Small shared helpers: per-sample reductions and argument checks.
+
+Every per-sample reduction in stiffkit runs over *all* non-batch dimensions of a
+batched tensor ``x: [batch, *dims]`` (DESIGN.md §2), so the same code serves 2-D toys
+and image-shaped states.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "flat_norm",
+    "flat_dot",
+    "flat_cosine",
+    "broadcast_per_sample",
+    "check_tensor",
+    "check_finite",
+    "check_positive",
+    "check_same_shape",
+]
+
+#: Added to denominators that may vanish (identical points, zero vectors).
+TINY = 1e-300
+
+
+def flat_norm(x: Tensor) -> Tensor:
+    """Return the Euclidean norm of each sample, ``[batch, *dims] -> [batch]``."""
+    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1)
+
+
+def flat_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Return the inner product of each pair of samples, ``[batch, *dims] -> [batch]``."""
+    return (a.reshape(a.shape[0], -1) * b.reshape(b.shape[0], -1)).sum(dim=1)
+
+
+def flat_cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Return the cosine between each pair of samples (0 where either vector is zero)."""
+    na, nb = flat_norm(a), flat_norm(b)
+    denom = na * nb
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom > 0, flat_dot(a, b) / safe, torch.zeros_like(denom))
+
+
+def broadcast_per_sample(v: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-sample quantity ``[batch]`` (or a scalar) to broadcast against ``like``."""
+    if v.ndim == 0:
+        return v
+    return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
+
+
+def check_tensor(x: Any, name: str, *, min_ndim: int = 1) -> Tensor:
+    """Raise ``TypeError``/``ValueError`` unless `x` is a floating tensor with ``min_ndim`` dims."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(f"`{name}` must have a floating dtype, got {x.dtype}.")
+    if x.ndim < min_ndim:
+        raise ValueError(
+            f"`{name}` must have at least {min_ndim} dimension(s) ([batch, *dims]), "
+            f"got shape {tuple(x.shape)}."
+        )
+    return x
+
+
+def check_finite(x: Tensor | float, name: str) -> None:
+    """Raise ``ValueError`` if `x` holds NaN or Inf."""
+    if isinstance(x, Tensor):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"`{name}` contains NaN or Inf.")
+    elif not math.isfinite(float(x)):
+        raise ValueError(f"`{name}` must be finite, got {x}.")
+
+
+def check_positive(x: Tensor | float, name: str) -> None:
+    """Raise ``ValueError`` unless `x` is finite and strictly positive (elementwise)."""
+    check_finite(x, name)
+    ok = bool((x > 0).all()) if isinstance(x, Tensor) else float(x) > 0
+    if not ok:
+        raise ValueError(f"`{name}` must be positive.")
+
+
+def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    """Raise ``ValueError`` unless `a` and `b` have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}."
+        )

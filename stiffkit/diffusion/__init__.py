@@ -1,0 +1,1 @@
+"""The diffusion world: exact Gaussian mixtures, learned toy denoisers and samplers."""
