@@ -16,7 +16,15 @@ from torch import Tensor
 
 from stiffkit._utils import broadcast_per_sample, check_finite, check_same_shape, check_tensor, flat_norm
 
-__all__ = ["PAIR_EPS", "pair_stiffness", "pair_directions"]
+__all__ = [
+    "PAIR_EPS",
+    "pair_stiffness",
+    "pair_directions",
+    "stage_pair",
+    "hairer_stiffness",
+    "embedded_stiffness",
+    "stiffness_indicator",
+]
 
 #: Guard added to denominators of pair estimates. ERK-Guid's reference code uses 1e-8;
 #: with it, identical points give ρ̂ = 0 instead of NaN.
@@ -73,3 +81,77 @@ def pair_directions(
     v_f = df / broadcast_per_sample(flat_norm(df) + eps, df)
     v_x = dx / broadcast_per_sample(flat_norm(dx) + eps, dx)
     return v_f, v_x
+
+
+# --------------------------------------------------------------------- from RK steps
+def stage_pair(tableau) -> tuple[int, int] | None:
+    """Return the last two stages ``(i, j)``, ``i < j``, at the same abscissa, or None.
+
+    DOPRI5 and Tsit5 give stages 6/7 (0-based ``(5, 6)``), DOP853 12/13, RK4 2/3. Their
+    difference ``k_j − k_i ≈ J (g_j − g_i)`` is Hairer's stiffness probe.
+    """
+    from stiffkit.tableaux import get_tableau
+
+    tab = get_tableau(tableau)
+    for j in reversed(range(tab.num_stages)):
+        for i in reversed(range(j)):
+            if abs(tab.c[i] - tab.c[j]) <= tab.tol and any(
+                abs(tab.A[i][m] - tab.A[j][m]) > tab.tol for m in range(tab.num_stages)
+            ):
+                return i, j
+    return None
+
+
+def hairer_stiffness(step, tableau, *, eps: float = PAIR_EPS) -> Tensor:
+    """Return Hairer's stage-difference estimate ``‖k_j − k_i‖ / ‖g_j − g_i‖`` per sample.
+
+    Uses two stages of an :class:`~stiffkit.rk.RKStep` at the same abscissa
+    (:func:`stage_pair`); no extra evaluation. Multiply by ``|h|`` and compare with
+    :func:`~stiffkit.stability.real_stability_interval` (DOPRI5 flags ``h·ρ̂ > 3.25``).
+
+    Raises
+    ------
+    ValueError
+        If the tableau has no two stages at the same abscissa (Heun, Bogacki–Shampine,
+        Cash–Karp, Fehlberg): use :func:`embedded_stiffness` instead.
+    """
+    from stiffkit.tableaux import get_tableau
+
+    tab = get_tableau(tableau)
+    pair = stage_pair(tab)
+    if pair is None:
+        raise ValueError(
+            f"Tableau {tab.name!r} has no two stages at the same abscissa; "
+            "use `embedded_stiffness` (one extra evaluation) instead."
+        )
+    if len(step.k) != tab.num_stages:
+        raise ValueError(f"`step` has {len(step.k)} stages but `tableau` has {tab.num_stages}.")
+    i, j = pair
+    return pair_stiffness(step.g[j], step.k[j], step.g[i], step.k[i], eps=eps)
+
+
+def embedded_stiffness(f, step, *, f_new: Tensor | None = None, eps: float = PAIR_EPS) -> Tensor:
+    """Return ``‖f(t+h, x̂) − f(t+h, x)‖ / ‖x̂ − x‖`` per sample from a step's two solutions.
+
+    The fallback for tableaux without a same-abscissa stage pair: one extra evaluation
+    ``f(t + h, x̂)`` (two if `f_new` = ``f(t + h, x)`` is not supplied; FSAL methods have
+    it as ``step.k[-1]``). Exact on linear problems: it is the Rayleigh-type quotient of
+    Proposition 1 with ``Δx = x − x̂``.
+    """
+    if step.x_hat is None:
+        raise ValueError("`step` has no embedded solution (tableau without `b_hat`).")
+    t_new = step.t + step.h
+    if f_new is None:
+        f_new = f(t_new, step.x)
+    f_hat = f(t_new, step.x_hat)
+    return pair_stiffness(step.x, f_new, step.x_hat, f_hat, eps=eps)
+
+
+def stiffness_indicator(h, rho: Tensor, tableau) -> Tensor:
+    """Return ``|h|·ρ̂ / real_stability_interval(tableau)``: ≳ 1 when stability limits h."""
+    import torch
+
+    from stiffkit.stability import real_stability_interval
+
+    boundary = real_stability_interval(tableau)
+    return torch.as_tensor(h, dtype=rho.dtype).abs() * rho / boundary

@@ -90,6 +90,40 @@ class Trajectory:
             if val.shape[0] != n:
                 raise ValueError(f"diagnostic `{name}` must have {n} rows, got {val.shape[0]}.")
 
+    @classmethod
+    def from_states(
+        cls,
+        times,
+        states: Tensor,
+        f: Callable[[Tensor, Tensor], Tensor] | None = None,
+        *,
+        name: str | None = None,
+        time_name: str = "t",
+    ) -> Trajectory:
+        """Wrap states saved by another solver (e.g. ``torchdiffeq.odeint`` output).
+
+        Parameters
+        ----------
+        times : Tensor or sequence, [N + 1]
+            The times of `states`.
+        states : Tensor, [N + 1, batch, *dims]
+            Solution at `times`.
+        f : callable, optional
+            The drift; when given, the drifts at ``times[:-1]`` are evaluated (N extra
+            evaluations, counted in ``nfe``) so reference analyses can run. There is no
+            pair data, so :func:`stiffkit.analyze` leaves ``rho_hat`` empty — use
+            :class:`stiffkit.monitor.StiffnessMonitor` to record it during the solve.
+        """
+        times = torch.as_tensor(times, dtype=states.dtype, device=states.device)
+        if f is not None:
+            drifts = torch.stack([f(times[n], states[n]) for n in range(states.shape[0] - 1)])
+            nfe = states.shape[0] - 1
+        else:
+            drifts = torch.full_like(states[:-1], float("nan"))
+            nfe = 0
+        return cls(times=times, states=states, drifts=drifts, f=f, tableau=name, nfe=nfe,
+                   time_name=time_name)
+
     @property
     def num_steps(self) -> int:
         """Number of steps N."""
