@@ -8,6 +8,7 @@ step is differentiable with autograd.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple, Union
 
@@ -74,10 +75,16 @@ def _combine(x: Tensor, h: Tensor, coeffs, ks) -> Tensor:
     acc = None
     for a, k in zip(coeffs, ks):
         if a:
-            term = float(a) * k
-            acc = term if acc is None else acc + term
+            if acc is None:
+                acc = k * float(a)
+            else:
+                # In place on our own temporary only (never on inputs); autograd-safe
+                # because mul/add do not need their outputs for the backward pass.
+                acc = acc.add_(k, alpha=float(a)) if not acc.requires_grad else acc + float(a) * k
     if acc is None:
         return x
+    if h.ndim == 0:
+        return torch.add(x, acc, alpha=float(h)) if not h.requires_grad else x + h * acc
     return x + broadcast_per_sample(h, x) * acc
 
 
@@ -162,11 +169,24 @@ def rk_step(
         x_new = _combine(x, h_, tableau.b, ks)
     x_hat = error = None
     if tableau.b_hat is not None:
-        x_hat = _combine(x, h_, tableau.b_hat, ks)
+        # Reuse a stage argument when b̂ is a row of A (Heun/Euler: x̂ is the Euler point).
+        same = _embedded_stage(tableau)
+        x_hat = gs[same] if same is not None else _combine(x, h_, tableau.b_hat, ks)
         # The difference is formed from the error weights directly, which avoids the
         # cancellation of subtracting two nearly equal solutions.
         error = _combine(torch.zeros_like(x), h_, tableau.error_weights, ks)
     return RKStep(x_new, x_hat, error, tuple(ks), tuple(gs), t_, h_, num_evals)
+
+
+@functools.lru_cache(maxsize=None)
+def _embedded_stage(tableau: ButcherTableau) -> int | None:
+    """Index i with A[i] = b̂ exactly (then x̂ = g_i), or None."""
+    if tableau.b_hat is None:
+        return None
+    for i, row in enumerate(tableau.A):
+        if row == tableau.b_hat:
+            return i
+    return None
 
 
 def pair_stage_index(tableau: ButcherTableau | str) -> int | None:
