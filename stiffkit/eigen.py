@@ -388,25 +388,24 @@ def arpack_eig(
     )
 
 
-def jacobian_dense(f: Drift, t: Any, x: Tensor) -> Tensor:
+def jacobian_dense(f: Drift, t: Any, x: Tensor, *, jvp_method: str = "auto") -> Tensor:
     """Return the per-sample Jacobian ``[batch, n, n]`` of `f` at ``x: [batch, *dims]``.
 
-    ``torch.func.vmap`` over samples of ``jacrev`` of a single sample, so `f` sees a batch
-    of one (a per-sample ``t: [batch]`` is mapped along with `x`). Costs ``n`` VJPs per
-    sample and needs `f` to support ``torch.func`` transforms. ``x`` is detached first.
+    Samples are independent, so column j of every sample's Jacobian is one *batched*
+    Jacobian–vector product with the j-th basis vector: ``n`` batched products in all
+    (through :func:`jvp_operator`, with its fallbacks), no ``vmap`` — so drifts with
+    data-dependent checks (input validation, chunking) work. ``x`` is detached first.
     """
     check_tensor(x, "x")
     check_finite(x, "x")
-    batch, dims = x.shape[0], x.shape[1:]
-    per_sample_t = isinstance(t, Tensor) and t.ndim >= 1 and t.shape[0] == batch
-
-    def single(t_i: Any, x_i: Tensor) -> Tensor:  # x_i: [n]
-        x_1 = x_i.reshape(1, *dims)
-        return _check_output(f(t_i.unsqueeze(0) if per_sample_t else t_i, x_1), x_1).reshape(-1)
-
-    jac = torch.func.jacrev(single, argnums=1)  # [n, n] per sample
-    in_dims = (0 if per_sample_t else None, 0)
-    return torch.func.vmap(jac, in_dims=in_dims)(t, x.detach().reshape(batch, -1))
+    batch, n = x.shape[0], int(math.prod(x.shape[1:]))
+    op = jvp_operator(f, t, x, method=jvp_method)
+    cols = []
+    for j in range(n):
+        e = torch.zeros(batch, n, dtype=x.dtype, device=x.device)
+        e[:, j] = 1.0
+        cols.append(op(e.reshape(x.shape)).reshape(batch, n))
+    return torch.stack(cols, dim=2)  # [batch, n (rows), n (columns)]
 
 
 def eig_dense(f: Drift, t: Any, x: Tensor, *, symmetric: bool = False) -> EigSpectrum:
