@@ -22,6 +22,7 @@ __all__ = [
     "check_finite",
     "check_positive",
     "check_same_shape",
+    "check_int",
 ]
 
 #: Added to denominators that may vanish (identical points, zero vectors).
@@ -91,3 +92,15 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
             f"`{name_a}` and `{name_b}` must have the same shape, "
             f"got {tuple(a.shape)} and {tuple(b.shape)}."
         )
+
+
+def check_int(n: Any, name: str, minimum: int = 1) -> int:
+    """Return `n` as an int, raising ``ValueError`` unless it is an integer ``>= minimum``.
+
+    Python and NumPy integers qualify; bools and floats do not.
+    """
+    import numbers
+
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {n!r}.")
+    return int(n)

@@ -19,7 +19,7 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_tensor
+from stiffkit._utils import check_finite, check_int, check_tensor
 
 __all__ = [
     "LinearProblem", "NonlinearProblem", "symmetric_linear", "symmetric_with_gap",
@@ -55,9 +55,7 @@ def _array(v: Any, name: str, shape: tuple[int | None, ...], *, allow_complex: b
 
 def _check_int(n: Any, name: str) -> int:
     """Return `n` as an int, raising unless it is an integer ``>= 1``."""
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {n!r}.")
-    return int(n)
+    return check_int(n, name)
 
 
 def _check_state(x: Any, n: int, name: str = "x") -> Tensor:
