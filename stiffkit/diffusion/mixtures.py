@@ -278,7 +278,8 @@ class GaussianMixture(torch.nn.Module):
 
         Picks ``k`` with probability ``w_k``, then adds ``C_k^{1/2} ε`` using the symmetric
         square root from the stored eigendecomposition (same law as ``chol(C_k) ε``, and no
-        factorisation per σ). Sample ``i`` depends on ``n`` (not per-sample deterministic).
+        factorisation per σ). Sample ``i`` depends on ``n``; for per-sample determinism draw
+        the noise per sample and call :meth:`sample_from_noise`.
 
         Parameters
         ----------
@@ -292,11 +293,46 @@ class GaussianMixture(torch.nn.Module):
         if not isinstance(n, int) or n < 0:
             raise ValueError("`n` must be a non-negative integer.")
         device = self.means.device
+        u = torch.rand(n, dtype=_F64, device=device, generator=generator)
+        eps = torch.randn(n, self.dim, dtype=_F64, device=device, generator=generator)
+        return self.sample_from_noise(u, eps, sigma, dtype=dtype)
+
+    def sample_from_noise(
+        self, u: Tensor, eps: Tensor, sigma: SigmaLike = 0.0, *, dtype: torch.dtype = _F64
+    ) -> Tensor:
+        """Map given noise to exact samples of ``p_σ``, ``[n, d]`` (deterministic).
+
+        Sample ``i`` is a function of ``(u_i, eps_i)`` alone, so drawing the noise with one
+        generator per sample makes sample ``i`` independent of the batch size
+        (:func:`stiffkit.diffusion.noise.mixture_samples`).
+
+        Parameters
+        ----------
+        u : Tensor, shape [n]
+            Uniform variates in ``[0, 1)``; component ``k`` is chosen where ``u`` falls in
+            the cumulative weights.
+        eps : Tensor, shape [n, d]
+            Standard normal variates; the sample is ``μ_k + C_k^{1/2} eps``.
+        sigma : float or Tensor, shape [] or [n]
+        dtype : torch.dtype
+            Output dtype; the map runs in float64.
+        """
+        check_tensor(u, "u")
+        check_tensor(eps, "eps", min_ndim=2)
+        n = u.shape[0]
+        if u.ndim != 1 or eps.shape != (n, self.dim):
+            raise ValueError(
+                f"`u` must have shape [n] and `eps` shape [n, {self.dim}], "
+                f"got {tuple(u.shape)} and {tuple(eps.shape)}."
+            )
+        check_finite(eps, "eps")
+        if not bool(((u >= 0) & (u <= 1)).all()):
+            raise ValueError("`u` must lie in [0, 1].")
+        device = self.means.device
+        u, eps = u.to(device, _F64), eps.to(device, _F64)
         s = _sigma_tensor(sigma, n, positive=False, device=device)
         cdf = torch.cumsum(self.weights, 0)
-        u = torch.rand(n, dtype=_F64, device=device, generator=generator) * cdf[-1]
-        k = torch.searchsorted(cdf, u, right=True).clamp_(max=self.num_components - 1)
-        eps = torch.randn(n, self.dim, dtype=_F64, device=device, generator=generator)
+        k = torch.searchsorted(cdf, u * cdf[-1], right=True).clamp_(max=self.num_components - 1)
         chunk = max(1, CHUNK_BYTES // (8 * self.dim * (self.rank + 2)))
         out = torch.empty(n, self.dim, dtype=dtype, device=device)
         for start in range(0, n, chunk):
