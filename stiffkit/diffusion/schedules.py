@@ -1,0 +1,87 @@
+"""Noise-level grids for diffusion samplers (σ runs down, DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from stiffkit._utils import check_int
+
+__all__ = ["edm_sigmas", "check_sigmas", "SIGMA_MIN", "SIGMA_MAX", "TOY_SIGMA_MAX", "RHO"]
+
+#: EDM's defaults (Karras et al. 2022): σ_min, σ_max for images, and the grid exponent ρ.
+SIGMA_MIN = 0.002
+SIGMA_MAX = 80.0
+RHO = 7.0
+#: σ_max of the 2-D toy (the autoguidance paper's tree).
+TOY_SIGMA_MAX = 5.0
+
+
+def edm_sigmas(
+    num_steps: int,
+    sigma_min: float = SIGMA_MIN,
+    sigma_max: float = SIGMA_MAX,
+    rho: float = RHO,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Return EDM's grid ``σ_0 = σ_max > … > σ_{N−1} = σ_min`` with a trailing ``σ_N = 0``.
+
+    ``σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ`` for ``i = 0 … N−1``
+    (Karras et al. 2022, eq. 5). With Heun and a final Euler step to 0 this costs
+    ``2N − 1`` denoiser evaluations.
+
+    Parameters
+    ----------
+    num_steps : int
+        ``N``, the number of positive noise levels (≥ 1; ``N = 1`` gives ``[σ_max, 0]``).
+    sigma_min, sigma_max : float
+        ``0 < σ_min < σ_max`` (``σ_min = σ_max`` is allowed only for ``N = 1``).
+    rho : float
+        Grid exponent (> 0); larger concentrates steps at low noise.
+
+    Returns
+    -------
+    Tensor, shape [N + 1]
+    """
+    num_steps = check_int(num_steps, "num_steps")
+    for name, val in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
+        if not (math.isfinite(float(val)) and float(val) > 0):
+            raise ValueError(f"`{name}` must be positive and finite, got {val!r}.")
+    if num_steps > 1 and not sigma_min < sigma_max:
+        raise ValueError(
+            f"`sigma_min` must be smaller than `sigma_max`, got {sigma_min} and {sigma_max}."
+        )
+    i = torch.arange(num_steps, dtype=torch.float64)
+    frac = i / (num_steps - 1) if num_steps > 1 else i
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    sigmas = (hi + frac * (lo - hi)) ** rho
+    sigmas = torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
+    return sigmas.to(device=device, dtype=dtype)
+
+
+def check_sigmas(sigmas, *, name: str = "sigmas") -> Tensor:
+    """Validate a sampler grid and return it as a 1-D float64 tensor.
+
+    A grid is strictly decreasing and finite, with every level positive except possibly
+    the last, which may be 0 (then the sampler's last step is an Euler step to σ = 0).
+
+    Raises
+    ------
+    ValueError
+        Naming the problem: wrong shape, fewer than 2 levels, NaN/Inf, not strictly
+        decreasing, non-positive levels before the last.
+    """
+    s = torch.as_tensor(sigmas, dtype=torch.float64)
+    if s.ndim != 1 or s.shape[0] < 2:
+        raise ValueError(f"`{name}` must be a 1-D grid with at least 2 levels, got shape {tuple(s.shape)}.")
+    if not bool(torch.isfinite(s).all()):
+        raise ValueError(f"`{name}` contains NaN or Inf.")
+    if not bool((s[1:] < s[:-1]).all()):
+        raise ValueError(f"`{name}` must be strictly decreasing (σ runs down).")
+    if not bool((s[:-1] > 0).all()) or float(s[-1]) < 0:
+        raise ValueError(f"`{name}` must be positive, except a final 0.")
+    return s
