@@ -18,6 +18,7 @@ from stiffkit.eigen import (
     power_iteration,
 )
 from stiffkit.lte import alignment, eigen_coefficients, local_truncation_error, reference_step
+from stiffkit.monitor import StiffnessMonitor, StiffnessRule, odeint_monitored
 from stiffkit.order_conditions import computed_order, order_condition_residuals, rooted_trees
 from stiffkit.rk import RKStep, pair_stage_index, rk_step, solve_fixed
 from stiffkit.stability import (
@@ -45,6 +46,9 @@ __all__ = [
     "PAIR_EPS",
     "AdaptiveSolution",
     "DominantEig",
+    "StiffnessMonitor",
+    "StiffnessRule",
+    "odeint_monitored",
     "alignment",
     "analyze",
     "arpack_eig",
