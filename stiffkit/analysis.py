@@ -119,6 +119,20 @@ def analyze(
         from tqdm.auto import tqdm
 
         iterator = tqdm(step_ids, desc="analyze", unit="step")
+    eig_cache: dict[int, object] = {}
+
+    def eig_at(k: int):
+        """Reference eigenpair at (t_k, x_k) for the selected samples (cached; None at σ = 0)."""
+        if method is None or (trajectory.time_name == "sigma" and float(times[k]) == 0):
+            return None
+        if k not in eig_cache:
+            eig_cache[k] = dominant_eig(f, times[k], trajectory.states[k][sel], method=method,
+                                        symmetric=symmetric, generator=generator)
+        return eig_cache[k]
+
+    def real_vector(eig):
+        return None if eig is None or eig.vector.is_complex() else eig.vector
+
     for n in iterator:
         t, t_next = times[n], times[n + 1]
         h = float((t_next - t).abs())
@@ -127,7 +141,7 @@ def analyze(
         cols: dict[str, np.ndarray] = {}
         nan = np.full(len(sel), np.nan)
 
-        # Cheap estimate from the step's same-time pair (no evaluations).
+        # Cheap estimate from the step's same-time pair at t_{n+1} (no evaluations).
         dx = df = None
         have_next = next_drifts is not None or n + 1 < N
         if trajectory.pair_states is not None and have_next:
@@ -142,29 +156,29 @@ def analyze(
         cols["stiffness_indicator"] = h * rho_hat / boundary
 
         # Reference eigenpair at the step's start.
-        v1 = None
-        if method is not None and not (trajectory.time_name == "sigma" and float(t) == 0):
-            eig = dominant_eig(f, t, x, method=method, symmetric=symmetric, generator=generator)
+        eig = eig_at(n)
+        if eig is not None:
             val = eig.value
             cols["lambda_max"] = val.abs().double().numpy()
             cols["lambda_real"] = (val.real if val.is_complex() else val).double().numpy()
             cols["h_lambda"] = h * cols["lambda_max"]
             cols["reference_products"] = np.full(len(sel), eig.num_products / len(sel))
-            if not eig.vector.is_complex():
-                v1 = eig.vector
 
-        # Local truncation error of the step actually taken.
+        # Local truncation error of the step actually taken, against v₁ at its start.
         diffusion_end = trajectory.time_name == "sigma" and float(t_next) == 0
         if lte and not diffusion_end:
             x_ref = reference_step(f, t, x, t_next - t, method=lte_method, matrix=matrix)
             err = x_ref - x_next
             cols["lte_norm"] = flat_norm(err).double().numpy()
-            if v1 is not None:
-                cols["cos_lte_v1"] = alignment(v1, lte=err)["lte"].double().numpy()
-        if v1 is not None and dx is not None:
-            al = alignment(v1, dx=dx, df=df)
-            cols["cos_dx_v1"] = al["dx"].double().numpy()
-            cols["cos_df_v1"] = al["df"].double().numpy()
+            if real_vector(eig) is not None:
+                cols["cos_lte_v1"] = alignment(real_vector(eig), lte=err)["lte"].double().numpy()
+        # The pair lives at (t_{n+1}, x_{n+1}): compare it with v₁ there.
+        if dx is not None and method is not None:
+            v1_next = real_vector(eig_at(n + 1))
+            if v1_next is not None:
+                al = alignment(v1_next, dx=dx, df=df)
+                cols["cos_dx_v1"] = al["dx"].double().numpy()
+                cols["cos_df_v1"] = al["df"].double().numpy()
 
         frame = pd.DataFrame(
             {"step": n, "sample": sample_ids, "t": float(t), "h": h, "t_next": float(t_next), **cols}

@@ -26,9 +26,11 @@ COLUMNS: dict[str, str] = {
     "h_lambda": "h · lambda_max",
     "reference_products": "Jacobian products the reference eigen-estimate spent (per sample)",
     "lte_norm": "‖LTE‖ of the step against an accurate reference step from x_n",
-    "cos_lte_v1": "|cos| between the LTE and the dominant eigenvector v₁",
-    "cos_dx_v1": "|cos| between the pair's solution difference Δx and v₁",
-    "cos_df_v1": "|cos| between the pair's drift difference Δf and v₁",
+    "cos_lte_v1": "|cos| between the LTE and the dominant eigenvector v₁ at (t_n, x_n)",
+    "cos_dx_v1": "|cos| between the pair's solution difference Δx (at t_{n+1}) and the "
+    "dominant eigenvector at (t_{n+1}, x_{n+1})",
+    "cos_df_v1": "|cos| between the pair's drift difference Δf (at t_{n+1}) and the "
+    "dominant eigenvector at (t_{n+1}, x_{n+1})",
 }
 
 
