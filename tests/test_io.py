@@ -4,6 +4,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import os
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -56,3 +59,12 @@ def test_save_frame_and_figure(tmp_path):
     save_figure(fig, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 1000
     plt.close(fig)
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "f.txt", lambda tmp: Path(tmp).write_text("x"))
+    finally:
+        os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == 0o644
