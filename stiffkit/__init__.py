@@ -42,7 +42,18 @@ from stiffkit.trajectory import Trajectory
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # `stiffkit.diffusion` (mixtures, learned models, samplers) is imported on first use.
+    if name == "diffusion":
+        import importlib
+
+        return importlib.import_module("stiffkit.diffusion")
+    raise AttributeError(f"module 'stiffkit' has no attribute {name!r}")
+
+
 __all__ = [
+    "diffusion",
     "PAIR_EPS",
     "AdaptiveSolution",
     "DominantEig",

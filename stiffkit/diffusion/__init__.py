@@ -1,1 +1,71 @@
-"""The diffusion world: exact Gaussian mixtures, learned toy denoisers and samplers."""
+"""The diffusion world: exact Gaussian mixtures, learned toy denoisers, samplers and metrics.
+
+* :mod:`~stiffkit.diffusion.mixtures` — exact mixtures (the tree, rings, grids, d-dimensional)
+  with closed-form score, denoiser and drift Jacobian;
+* :mod:`~stiffkit.diffusion.models` / :mod:`~stiffkit.diffusion.training` — the learned energy
+  MLPs (the *learned ODE*) and their training on the exact score;
+* :mod:`~stiffkit.diffusion.samplers` — Heun / Euler / DPM-Solver-2 / DEIS with ERK-Guid
+  (:mod:`~stiffkit.diffusion.erk`), :mod:`~stiffkit.diffusion.guidance` (CFG and autoguidance),
+  :mod:`~stiffkit.diffusion.schedules` and per-sample-seeded :mod:`~stiffkit.diffusion.noise`;
+* :mod:`~stiffkit.diffusion.metrics` — 2-D sample quality with bootstrap intervals;
+* :mod:`~stiffkit.diffusion.toy` — the tree world of the figures in one object.
+"""
+
+from stiffkit.diffusion.erk import (
+    W_STIFF_THEORY,
+    ErkCorrection,
+    dominant_pair_oracle,
+    erk_guid_correction,
+    mixture_oracle,
+)
+from stiffkit.diffusion.guidance import Guided
+from stiffkit.diffusion.metrics import evaluate, noise_floor
+from stiffkit.diffusion.mixtures import GaussianMixture, grid_gmm, random_gmm, ring_gmm, tree_gmm
+from stiffkit.diffusion.models import EnergyDenoiser, load_model, load_pretrained, save_model
+from stiffkit.diffusion.noise import initial_noise, mixture_samples, randn_per_sample
+from stiffkit.diffusion.samplers import (
+    SOLVERS,
+    deis_coefficients,
+    pf_ode_drift,
+    reference_sample,
+    sample,
+    sample_final,
+)
+from stiffkit.diffusion.schedules import edm_sigmas
+from stiffkit.diffusion.toy import ToyWorld, toy_world
+from stiffkit.diffusion.training import TrainConfig, TrainResult, train
+
+__all__ = [
+    "W_STIFF_THEORY",
+    "SOLVERS",
+    "EnergyDenoiser",
+    "ErkCorrection",
+    "GaussianMixture",
+    "Guided",
+    "ToyWorld",
+    "TrainConfig",
+    "TrainResult",
+    "deis_coefficients",
+    "dominant_pair_oracle",
+    "edm_sigmas",
+    "erk_guid_correction",
+    "evaluate",
+    "grid_gmm",
+    "initial_noise",
+    "load_model",
+    "load_pretrained",
+    "mixture_oracle",
+    "mixture_samples",
+    "noise_floor",
+    "pf_ode_drift",
+    "randn_per_sample",
+    "random_gmm",
+    "reference_sample",
+    "ring_gmm",
+    "sample",
+    "sample_final",
+    "save_model",
+    "toy_world",
+    "train",
+    "tree_gmm",
+]

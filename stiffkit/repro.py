@@ -1,0 +1,201 @@
+"""Shared plumbing of the figure scripts in ``experiments/``: CLI, cache, outputs, binning.
+
+Every script is ``compute(config) -> DataFrame`` (pure, cached on disk under a key of its
+configuration) plus ``plot(df, config) -> Figure``; :func:`run_experiment` wires them to the
+command line (``--quick``, ``--seed``, ``--out``, ``--refresh``) and writes the PNG and the CSV
+of the plotted numbers atomically. :func:`binned` is the binning-with-confidence-band
+statistic the alignment figures share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stiffkit.io import cached_frame, save_figure, save_frame
+
+__all__ = ["ROOT", "run_experiment", "binned", "bootstrap_mean_ci"]
+
+#: Repository root (where ``figures/`` and ``experiments/`` live in a source checkout).
+ROOT = Path(__file__).resolve().parent.parent
+#: Where quick runs write by default, so they never overwrite the committed full-run figures.
+QUICK_SUBDIR = "quick"
+
+
+def run_experiment(
+    name: str,
+    *,
+    compute: Callable[[dict[str, Any]], pd.DataFrame],
+    plot: Callable[[pd.DataFrame, dict[str, Any]], Any],
+    full: Mapping[str, Any],
+    quick: Mapping[str, Any],
+    summarize: Callable[[pd.DataFrame, dict[str, Any]], str] | None = None,
+    description: str = "",
+    argv: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Run one figure script from the command line and write its outputs.
+
+    Parameters
+    ----------
+    name : str
+        Output stem: ``{out}/{name}.png`` and ``{out}/{name}.csv``.
+    compute : callable
+        ``compute(config) -> DataFrame``, pure; cached under ``config``.
+    plot : callable
+        ``plot(df, config) -> matplotlib Figure``.
+    full, quick : mapping
+        The configuration of the full run and of the CI-sized ``--quick`` run (``seed`` and
+        ``quick`` are added from the command line).
+    summarize : callable, optional
+        ``summarize(df, config) -> str``, printed after the run (the one-line findings).
+    argv : sequence of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    dict
+        ``config``, ``frame``, the output ``paths`` and the wall ``seconds``.
+    """
+    parser = argparse.ArgumentParser(prog=f"{name}.py", description=description)
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (minutes → seconds)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of every random draw")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: figures/, or figures/quick/ with --quick)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="result cache (default: experiments/.cache)")
+    parser.add_argument("--refresh", action="store_true", help="recompute even if cached")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration entry (VALUE parsed as JSON when it can "
+                        "be), e.g. --set stiffness=h_lambda; repeatable")
+    args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error("--seed must be non-negative")
+    out = args.out or (ROOT / "figures" / (QUICK_SUBDIR if args.quick else ""))
+    cache_dir = args.cache_dir or Path(os.environ.get("STIFFKIT_CACHE", ROOT / "experiments" / ".cache"))
+    config = dict(quick if args.quick else full, seed=args.seed, quick=args.quick)
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in config:
+            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(config)}")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+
+    start = time.perf_counter()
+    df = cached_frame(config, lambda: compute(config), cache_dir, name=name, refresh=args.refresh)
+    fig = plot(df, config)
+    png = save_figure(fig, Path(out) / f"{name}.png")
+    csv = save_frame(df, Path(out) / f"{name}.csv")
+    seconds = time.perf_counter() - start
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        pass
+    print(f"{name}: wrote {png} and {csv} in {seconds:.1f} s")
+    if summarize is not None:
+        print(summarize(df, config))
+    return dict(config=config, frame=df, paths=(png, csv), seconds=seconds)
+
+
+def bootstrap_mean_ci(values: np.ndarray, *, level: float = 0.95, num_bootstrap: int = 1000,
+                      seed: int = 0) -> tuple[float, float]:
+    """Return the percentile-bootstrap interval of the mean of `values` (NaN if empty)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, size=(num_bootstrap, values.size))
+    means = values[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def binned(
+    df: pd.DataFrame,
+    x: str,
+    y: str | Sequence[str],
+    *,
+    bins: int | Sequence[float] = 10,
+    log: bool = True,
+    by: str | Sequence[str] | None = None,
+    level: float = 0.95,
+    num_bootstrap: int = 1000,
+    min_count: int = 1,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Bin rows by `x` and summarise each `y` per bin: count, mean, bootstrap CI, median.
+
+    Parameters
+    ----------
+    df : DataFrame
+    x : str
+        Binning column (e.g. ``lambda_max``); rows with non-finite or (``log``) non-positive
+        `x` are dropped.
+    y : str or sequence of str
+        Columns to summarise (long format: one output row per bin and column).
+    bins : int or sequence of float
+        Number of quantile-free bins (log- or linearly spaced over the data range) or edges.
+    log : bool
+        Space the bins logarithmically (stiffness spans decades).
+    by : str or sequence of str, optional
+        Grouping columns (e.g. the method); bins are shared across groups.
+    min_count : int
+        Drop bins with fewer rows.
+
+    Returns
+    -------
+    DataFrame
+        ``[*by, quantity, bin, x_lo, x_hi, x_mid, count, mean, ci_lo, ci_hi, median]``.
+    """
+    ys = [y] if isinstance(y, str) else list(y)
+    groups = [] if by is None else ([by] if isinstance(by, str) else list(by))
+    missing = [c for c in [x, *ys, *groups] if c not in df.columns]
+    if missing:
+        raise ValueError(f"`df` has no column(s) {missing}.")
+    xv = df[x].to_numpy(dtype=float)
+    keep = np.isfinite(xv) & ((xv > 0) if log else True)
+    data = df.loc[keep]
+    xv = xv[keep]
+    if data.empty:
+        raise ValueError(f"`df` has no finite values of `{x}` to bin.")
+    if np.isscalar(bins):
+        lo, hi = xv.min(), xv.max()
+        if hi <= lo:
+            hi = lo * 1.001 + 1e-12
+        edges = np.geomspace(lo, hi, int(bins) + 1) if log else np.linspace(lo, hi, int(bins) + 1)
+    else:
+        edges = np.asarray(bins, dtype=float)
+    which = np.clip(np.searchsorted(edges, xv, side="right") - 1, 0, len(edges) - 2)
+    data = data.assign(_bin=which)
+    rows = []
+    grouped = data.groupby(groups + ["_bin"], sort=True) if groups else data.groupby("_bin", sort=True)
+    for key, part in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        b = int(key[-1])
+        for col in ys:
+            vals = part[col].to_numpy(dtype=float)
+            vals = vals[np.isfinite(vals)]
+            if vals.size < min_count:
+                continue
+            ci_lo, ci_hi = bootstrap_mean_ci(vals, level=level, num_bootstrap=num_bootstrap,
+                                             seed=seed + b)
+            x_lo, x_hi = edges[b], edges[b + 1]
+            rows.append({**dict(zip(groups, key[:-1])), "quantity": col, "bin": b,
+                         "x_lo": x_lo, "x_hi": x_hi,
+                         "x_mid": float(np.sqrt(x_lo * x_hi)) if log else (x_lo + x_hi) / 2,
+                         "count": int(vals.size), "mean": float(vals.mean()),
+                         "ci_lo": ci_lo, "ci_hi": ci_hi, "median": float(np.median(vals))})
+    return pd.DataFrame(rows)
