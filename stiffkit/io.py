@@ -59,11 +59,14 @@ def config_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def save_frame(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write `df` atomically; the format follows the suffix (``.csv`` or ``.pkl``)."""
+def save_frame(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | None = None) -> Path:
+    """Write `df` atomically; the format follows the suffix (``.csv`` or ``.pkl``).
+
+    `float_format` (CSV only, e.g. ``"%.6g"``) bounds the digits written per float.
+    """
     path = Path(path)
     if path.suffix == ".csv":
-        return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+        return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format=float_format))
     if path.suffix == ".pkl":
         return atomic_write(path, lambda tmp: df.to_pickle(tmp))
     raise ValueError(f"`path` must end in .csv or .pkl, got {path.suffix!r}.")

@@ -28,6 +28,10 @@ __all__ = ["ROOT", "run_experiment", "binned", "bootstrap_mean_ci"]
 ROOT = Path(__file__).resolve().parent.parent
 #: Where quick runs write by default, so they never overwrite the committed full-run figures.
 QUICK_SUBDIR = "quick"
+#: Significant digits of the committed CSVs (plotted numbers, not a lossless archive: the
+#: cache keeps full precision) and the resolution of the PNGs — both keep figures/ small.
+CSV_FLOAT_FORMAT = "%.6g"
+FIGURE_DPI = 110
 
 
 def run_experiment(
@@ -93,8 +97,8 @@ def run_experiment(
     start = time.perf_counter()
     df = cached_frame(config, lambda: compute(config), cache_dir, name=name, refresh=args.refresh)
     fig = plot(df, config)
-    png = save_figure(fig, Path(out) / f"{name}.png")
-    csv = save_frame(df, Path(out) / f"{name}.csv")
+    png = save_figure(fig, Path(out) / f"{name}.png", dpi=FIGURE_DPI)
+    csv = save_frame(df, Path(out) / f"{name}.csv", float_format=CSV_FLOAT_FORMAT)
     seconds = time.perf_counter() - start
     try:
         import matplotlib.pyplot as plt
