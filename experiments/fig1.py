@@ -24,7 +24,6 @@ stiffness=h_lambda`` colours by ``h·|λ_max|`` instead (``h`` = the grid's step
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -49,8 +48,6 @@ MAP_STREAM, TRAJ_STREAM = 1, 2
 LINE_HALF_WIDTHS = 4.0
 #: Log-spaced stiffness bins of the median-angle curves in (c), and their minimal count.
 LTE_BINS, MIN_BIN_COUNT = 10, 10
-#: Torch intra-op threads of a command-line run (unless OMP_NUM_THREADS says otherwise).
-DEFAULT_THREADS = 1
 #: Pooled quantile that splits "stiff" (top) from "non-stiff" (bottom) points in (c).
 STIFF_QUANTILE = 0.25
 
@@ -425,10 +422,6 @@ def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:
 
 def main(argv=None) -> dict[str, Any]:
     """Run Fig. 1 from the command line (see ``--help``)."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        # The learned model's calls are small (≤ 14k × 64 floats): intra-op threads only
-        # contend. Measured on the shared 2-core box: quick compute 4.8 s on 1 thread, 23 s on 2.
-        torch.set_num_threads(DEFAULT_THREADS)
     return run_experiment(NAME, compute=compute, plot=plot, full=FULL, quick=QUICK,
                           summarize=summarize, description=__doc__.splitlines()[0], argv=argv)
 

@@ -17,7 +17,6 @@ the closed-form ``drift_jacobian`` for the mixture. Run: ``python experiments/fi
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pandas as pd
@@ -30,10 +29,6 @@ from stiffkit.repro import binned, run_experiment
 #: Sample k of run `seed` uses the per-sample seed SEED_STRIDE·seed + k (independent of the
 #: batch size: a quick run's samples are the first of a full run's; fig3 uses the same).
 SEED_STRIDE = 10**7
-#: Torch threads unless OMP_NUM_THREADS is set. Small batched 2-D ops: one thread avoids
-#: oversubscribing a shared CPU (a model call measured 20–70× faster than on two threads on
-#: the loaded 2-core machine) and loses little on an idle one.
-NUM_THREADS = 1
 
 #: The binned columns: |cos| with v₁ by panel — (a), (b), (c) ERK-Guid's and the guidance
 #: directions — and the eigenvalue ratio (drawn in (a)): v₁ is only defined by a gap.
@@ -171,8 +166,6 @@ def summarize(df: pd.DataFrame, config: dict) -> str:
 
 def main(argv=None):
     """Run the figure from the command line (see ``--help``)."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(NUM_THREADS)
     return run_experiment("fig2", compute=compute, plot=plot, full=FULL, quick=QUICK,
                           summarize=summarize, description=__doc__.splitlines()[0], argv=argv)
 

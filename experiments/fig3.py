@@ -19,7 +19,6 @@ Run: ``python experiments/fig3.py`` (``--quick``).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pandas as pd
@@ -31,8 +30,6 @@ from stiffkit.repro import binned, run_experiment
 
 #: Sample k of run `seed` uses the per-sample seed SEED_STRIDE·seed + k (as in fig2).
 SEED_STRIDE = 10**7
-#: Torch threads unless OMP_NUM_THREADS is set: small batched 2-D ops (see fig2.NUM_THREADS).
-NUM_THREADS = 1
 #: Relative slack of the bound checks: roundoff of ‖Δf‖/‖Δx‖ in float64 is ≲ 1e-10 here.
 BOUND_RTOL = 1e-6
 #: Columns kept in the output (the plotted numbers), then the bound flags.
@@ -188,8 +185,6 @@ def summarize(df: pd.DataFrame, config: dict) -> str:
 
 def main(argv=None):
     """Run the figure from the command line (see ``--help``)."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(NUM_THREADS)
     return run_experiment("fig3", compute=compute, plot=plot, full=FULL, quick=QUICK,
                           summarize=summarize, description=__doc__.splitlines()[0], argv=argv)
 

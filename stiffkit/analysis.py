@@ -8,7 +8,6 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
 
 from stiffkit._utils import flat_norm
 from stiffkit.columns import COLUMNS, conform

@@ -5,7 +5,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torchdiffeq

@@ -19,7 +19,6 @@ from stiffkit.diffusion.mixtures import GaussianMixture, random_gmm
 from stiffkit.diffusion.noise import initial_noise, mixture_samples, randn_per_sample
 from stiffkit.diffusion.samplers import (
     deis_coefficients,
-    pf_ode_drift,
     reference_sample,
     sample,
     sample_final,
