@@ -22,7 +22,7 @@ import pandas as pd
 
 from stiffkit.io import cached_frame, save_figure, save_frame
 
-__all__ = ["ROOT", "run_experiment", "binned", "bootstrap_mean_ci"]
+__all__ = ["ROOT", "run_experiment", "cache_dir", "cached_compute", "binned", "bootstrap_mean_ci"]
 
 #: Repository root (where ``figures/`` and ``experiments/`` live in a source checkout).
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +36,22 @@ FIGURE_DPI = 110
 #: small batched 2-D ops, where a second thread only contends (measured on the shared 2-core
 #: machine: fig1's quick compute 4.8 s on one thread, 23 s on two).
 NUM_THREADS = 1
+
+
+def cache_dir() -> Path:
+    """Return the result cache of the figure scripts: ``$STIFFKIT_CACHE`` or ``experiments/.cache``."""
+    return Path(os.environ.get("STIFFKIT_CACHE", ROOT / "experiments" / ".cache"))
+
+
+def cached_compute(name: str, compute: Callable[[dict[str, Any]], pd.DataFrame],
+                   config: Mapping[str, Any], *, refresh: bool = False) -> pd.DataFrame:
+    """Return ``compute(config)`` through the cache the scripts use (same key as the CLI).
+
+    A notebook calling ``cached_compute("fig2", fig2.compute, dict(fig2.QUICK, seed=0,
+    quick=True))`` reuses the result of ``python experiments/fig2.py --quick``, and vice versa.
+    """
+    config = dict(config)
+    return cached_frame(config, lambda: compute(config), cache_dir(), name=name, refresh=refresh)
 
 
 def run_experiment(
@@ -87,7 +103,7 @@ def run_experiment(
     if args.seed < 0:
         parser.error("--seed must be non-negative")
     out = args.out or (ROOT / "figures" / (QUICK_SUBDIR if args.quick else ""))
-    cache_dir = args.cache_dir or Path(os.environ.get("STIFFKIT_CACHE", ROOT / "experiments" / ".cache"))
+    cache = args.cache_dir or cache_dir()
     config = dict(quick if args.quick else full, seed=args.seed, quick=args.quick)
     if "OMP_NUM_THREADS" not in os.environ:
         import torch
@@ -103,7 +119,7 @@ def run_experiment(
             config[key] = value
 
     start = time.perf_counter()
-    df = cached_frame(config, lambda: compute(config), cache_dir, name=name, refresh=args.refresh)
+    df = cached_frame(config, lambda: compute(config), cache, name=name, refresh=args.refresh)
     fig = plot(df, config)
     png = save_figure(fig, Path(out) / f"{name}.png", dpi=FIGURE_DPI)
     csv = save_frame(df, Path(out) / f"{name}.csv", float_format=CSV_FLOAT_FORMAT)

@@ -1,6 +1,8 @@
 """Shared test configuration: hypothesis profiles and float64 defaults."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -25,3 +27,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    # One result cache for the whole session (never the user's): the figure scripts' smoke
+    # tests fill it and the notebook test reuses their quick results instead of recomputing.
+    config._stiffkit_cache = tempfile.mkdtemp(prefix="stiffkit-test-cache-")
+    os.environ["STIFFKIT_CACHE"] = config._stiffkit_cache
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_stiffkit_cache", ""), ignore_errors=True)

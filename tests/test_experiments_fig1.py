@@ -21,10 +21,10 @@ def _load_script():
 
 
 def test_fig1_quick_run_writes_png_and_csv(tmp_path):
-    out, cache = tmp_path / "out", tmp_path / "cache"
+    out = tmp_path / "out"  # results go to the session cache ($STIFFKIT_CACHE, conftest)
     env = dict(os.environ, MPLBACKEND="Agg")
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--cache-dir", str(cache)],
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,16 +13,16 @@ from stiffkit.repro import ROOT
 
 
 def _run(script: str, tmp_path) -> tuple[pd.DataFrame, str]:
-    out, cache = tmp_path / "out", tmp_path / "cache"
+    out = tmp_path / "out"  # results go to the session cache ($STIFFKIT_CACHE, conftest)
     env = dict(os.environ, MPLBACKEND="Agg")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick", "--out", str(out),
-         "--cache-dir", str(cache)],
+        [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     png, csv = out / f"{script}.png", out / f"{script}.csv"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert csv.stat().st_size > 0
+    cache = Path(os.environ["STIFFKIT_CACHE"])
     assert list(cache.glob(f"{script}-*.pkl")), "compute() result was not cached"
     return pd.read_csv(csv), proc.stdout
 

@@ -14,11 +14,10 @@ EXACT = "exact samples"
 
 
 def _run(script: str, tmp_path, *extra: str) -> str:
-    out, cache = tmp_path / "out", tmp_path / "cache"
+    out = tmp_path / "out"  # results go to the session cache ($STIFFKIT_CACHE, conftest)
     env = dict(os.environ, MPLBACKEND="Agg")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / script), "--quick", "--out", str(out),
-         "--cache-dir", str(cache), *extra],
+        [sys.executable, str(ROOT / "experiments" / script), "--quick", "--out", str(out), *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
