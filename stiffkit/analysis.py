@@ -225,8 +225,11 @@ def plot_estimate_vs_reference(df: pd.DataFrame, *, ax=None, x: str = "lambda_ma
     sns.scatterplot(data=data, x=x, y=y, s=8, alpha=0.4, linewidth=0, ax=ax)
     lo, hi = float(data.min().min()), float(data.max().max())
     ax.plot([lo, hi], [lo, hi], color="0.3", lw=1, ls="--", label="y = x")
-    r = np.corrcoef(np.log(data[x].clip(lower=1e-300)), np.log(data[y].clip(lower=1e-300)))[0, 1]
-    ax.set_title(f"log–log correlation r = {r:.3f} (n = {len(data)})")
+    lx, ly = np.log(data[x].clip(lower=1e-300)), np.log(data[y].clip(lower=1e-300))
+    if lx.std() > 0 and ly.std() > 0:
+        ax.set_title(f"log–log correlation r = {np.corrcoef(lx, ly)[0, 1]:.3f} (n = {len(data)})")
+    else:  # a constant reference (e.g. a linear ODE) has no correlation to report
+        ax.set_title(f"n = {len(data)} (constant `{x if lx.std() == 0 else y}`)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.legend()
