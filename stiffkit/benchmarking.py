@@ -39,7 +39,10 @@ def compare(
     Returns
     -------
     pandas.DataFrame
-        ``name, median_s, min_s, iqr_s, ratio`` (one row per candidate).
+        ``name, median_s, min_s, iqr_s, ratio, paired_ratio, paired_iqr`` (one row per
+        candidate). ``ratio`` is the ratio of medians; ``paired_ratio`` the median over rounds
+        of ``t_name / t_baseline`` within the same round, which cancels load that drifts on a
+        time scale longer than one round (``paired_iqr``: its interquartile range).
     """
     if not candidates:
         raise ValueError("`candidates` must not be empty.")
@@ -61,12 +64,16 @@ def compare(
             candidates[name]()
             times[name].append(time.perf_counter() - t0)
     rows = []
+    base = np.array(times[baseline])
     for name in names:
         t = np.array(times[name])
+        paired = t / base
         rows.append(dict(name=name, median_s=float(np.median(t)), min_s=float(t.min()),
-                         iqr_s=float(np.subtract(*np.percentile(t, [75, 25])))))
+                         iqr_s=float(np.subtract(*np.percentile(t, [75, 25]))),
+                         paired_ratio=float(np.median(paired)),
+                         paired_iqr=float(np.subtract(*np.percentile(paired, [75, 25])))))
     df = pd.DataFrame(rows)
-    df["ratio"] = df.median_s / float(df.loc[df.name == baseline, "median_s"].iloc[0])
+    df.insert(4, "ratio", df.median_s / float(df.loc[df.name == baseline, "median_s"].iloc[0]))
     return df
 
 
