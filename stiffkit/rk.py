@@ -88,6 +88,30 @@ def _combine(x: Tensor, h: Tensor, coeffs, ks) -> Tensor:
     return x + broadcast_per_sample(h, x) * acc
 
 
+class _Coefficients(NamedTuple):
+    """A tableau's coefficients as Python floats (converted once per tableau)."""
+
+    A: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
+    e: tuple[float, ...] | None  # error weights b − b̂
+    embedded_stage: int | None  # stage whose argument is x̂ (b̂ is a row of A), if any
+
+
+@functools.lru_cache(maxsize=None)
+def _coefficients(tableau: ButcherTableau) -> _Coefficients:
+    def floats(row):
+        return tuple(float(a) for a in row)
+
+    return _Coefficients(
+        A=tuple(floats(row[:i]) for i, row in enumerate(tableau.A)),
+        b=floats(tableau.b),
+        c=floats(tableau.c),
+        e=floats(tableau.error_weights) if tableau.b_hat is not None else None,
+        embedded_stage=_embedded_stage(tableau),
+    )
+
+
 def _check_drift_output(k: Tensor, x: Tensor) -> None:
     if not isinstance(k, Tensor) or k.shape != x.shape:
         shape = tuple(k.shape) if isinstance(k, Tensor) else type(k).__name__
@@ -148,16 +172,22 @@ def rk_step(
                 f"`k1` must have the state's shape {tuple(x.shape)}, got {tuple(k1.shape)}."
             )
 
-    A, c = tableau.A, tableau.c
+    return _step(f, t_, x, h_, tableau, k1)
+
+
+def _step(f: Drift, t: Tensor, x: Tensor, h: Tensor, tableau: ButcherTableau,
+          k1: Tensor | None, with_error: bool = True) -> RKStep:
+    """:func:`rk_step` on validated inputs (``t``, ``h`` already tensors of x's dtype)."""
+    co = _coefficients(tableau)
     ks: list[Tensor] = []
     gs: list[Tensor] = []
     num_evals = 0
-    for i in range(tableau.num_stages):
-        g = _combine(x, h_, A[i][:i], ks)
+    for i, (row, ci) in enumerate(zip(co.A, co.c)):
+        g = _combine(x, h, row, ks)
         if i == 0 and k1 is not None:
             k = k1
         else:
-            k = f(t_ + float(c[i]) * h_, g)
+            k = f(t + ci * h if ci else t, g)
             num_evals += 1
             _check_drift_output(k, x)
         gs.append(g)
@@ -166,16 +196,23 @@ def rk_step(
     if tableau.fsal:
         x_new = gs[-1]  # identical to x + h Σ b_j k_j: the last row of A is b
     else:
-        x_new = _combine(x, h_, tableau.b, ks)
+        x_new = _combine(x, h, co.b, ks)
     x_hat = error = None
-    if tableau.b_hat is not None:
+    if co.e is not None:
         # Reuse a stage argument when b̂ is a row of A (Heun/Euler: x̂ is the Euler point).
-        same = _embedded_stage(tableau)
-        x_hat = gs[same] if same is not None else _combine(x, h_, tableau.b_hat, ks)
-        # The difference is formed from the error weights directly, which avoids the
-        # cancellation of subtracting two nearly equal solutions.
-        error = _combine(torch.zeros_like(x), h_, tableau.error_weights, ks)
-    return RKStep(x_new, x_hat, error, tuple(ks), tuple(gs), t_, h_, num_evals)
+        same = co.embedded_stage
+        x_hat = gs[same] if same is not None else _combine(x, h, _b_hat_floats(tableau), ks)
+        if with_error:
+            # The difference is formed from the error weights directly, which avoids the
+            # cancellation of subtracting two nearly equal solutions.
+            error = _combine(torch.zeros_like(x), h, co.e, ks)
+    return RKStep(x_new, x_hat, error, tuple(ks), tuple(gs), t, h, num_evals)
+
+
+@functools.lru_cache(maxsize=None)
+def _b_hat_floats(tableau: ButcherTableau) -> tuple[float, ...]:
+    """The embedded weights as floats (cached)."""
+    return tuple(float(a) for a in tableau.b_hat)
 
 
 @functools.lru_cache(maxsize=None)
@@ -252,8 +289,11 @@ def solve_fixed(
     pair = pair_stage_index(tableau)
     states, drifts, embedded, pair_g, pair_k, all_k, all_g = [x0], [], [], [], [], [], []
     x, k1, nfe = x0, None, 0
+    # The grid and x0 are validated once above; the steps skip rk_step's per-call checks
+    # (each one a host sync) and the states' finiteness is checked once at the end.
+    steps_h = d
     for n in range(grid.shape[0] - 1):
-        step = rk_step(f, grid[n], x, grid[n + 1] - grid[n], tableau, k1=k1)
+        step = _step(f, grid[n], x, steps_h[n], tableau, k1, with_error=callback is not None)
         nfe += step.num_evals
         drifts.append(step.k[0])
         if step.x_hat is not None:
@@ -273,9 +313,18 @@ def solve_fixed(
     def stack(items):
         return torch.stack(items) if items else None
 
+    all_states = torch.stack(states)
+    finite = torch.isfinite(all_states.reshape(all_states.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):
+        n_bad = int((~finite).nonzero()[0, 0])
+        raise ValueError(
+            f"The solution became NaN or Inf at grid point {n_bad} (t = {float(grid[n_bad]):.6g}), "
+            f"after step {n_bad - 1}: the step size is probably outside {tableau.name!r}'s "
+            "stability region for this drift (see stiffkit.real_stability_interval)."
+        )
     return Trajectory(
         times=grid,
-        states=torch.stack(states),
+        states=all_states,
         drifts=torch.stack(drifts),
         final_drift=k1,
         embedded=stack(embedded),

@@ -316,3 +316,14 @@ def test_solve_fixed_fsal_reuse_and_backward_grid():
 def test_solve_fixed_rejects_bad_grids(grid):
     with pytest.raises(ValueError, match="`t`"):
         solve_fixed(_nonlinear, torch.ones(1, 2), torch.tensor(grid), "rk4")
+
+
+def test_solve_fixed_reports_where_an_unstable_solution_blew_up():
+    """Euler at h·|λ| = 100 (far outside its interval [-2, 0]) overflows; the error names the point."""
+    x0 = torch.ones(3, 1, dtype=torch.float64)
+    t = torch.linspace(0.0, 40.0, 401, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"became NaN or Inf at grid point \d+ .*stability region"):
+        stiffkit.solve_fixed(lambda t, x: -1000.0 * x, x0, t, "euler")
+    # Inside the stability interval the same grid is fine.
+    traj = stiffkit.solve_fixed(lambda t, x: -15.0 * x, x0, t, "euler")
+    torch.testing.assert_close(traj.states[-1], x0 * (1 - 1.5) ** 400)

@@ -262,6 +262,13 @@ def test_correction_formula_matches_design():
     want = -h * beta[:, None, None] * (w * h * rho[:, None, None]) ** 2 * (v * f).sum((1, 2), keepdim=True) * v
     torch.testing.assert_close(c.delta, want, rtol=1e-13, atol=1e-15)
     torch.testing.assert_close(c.rho, rho)
+    torch.testing.assert_close(c.delta_norm, want.flatten(1).norm(dim=1), rtol=1e-13, atol=1e-15)
+    # Given ρ and a unit v (the oracle's form), the same formula with v spelled out.
+    u = df / df.flatten(1).norm(dim=1)[:, None, None]
+    o = erk_guid_correction(f, h, w_stiff=w, w_con=w_con, rho=rho, v=u)
+    want_o = -h * beta[:, None, None] * (w * h * rho[:, None, None]) ** 2 * (u * f).sum((1, 2), keepdim=True) * u
+    torch.testing.assert_close(o.delta, want_o, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(o.delta_norm, want_o.flatten(1).norm(dim=1), rtol=1e-13, atol=1e-15)
 
 
 # ------------------------------------------------------------------- oracle variant

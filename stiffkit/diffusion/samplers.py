@@ -225,9 +225,9 @@ def _integrate(
 
         # ERK-Guid: the pair is free; ρ̂ is recorded even when no correction is applied.
         rho_diag, beta_diag, norm_diag = nan_batch, zero_batch, zero_batch
-        if dx is not None:
-            rho_diag = flat_norm(df) / (flat_norm(dx) + eps)
         apply = not final_euler and (dx is not None) and (corrected or oracle_fn is not None)
+        if dx is not None and not apply:
+            rho_diag = flat_norm(df) / (flat_norm(dx) + eps)
         if apply:
             if oracle_fn is not None:
                 rho, v = oracle_fn(s, x)
@@ -238,7 +238,7 @@ def _integrate(
                     f, h_erk, w_stiff=w_stiff, w_con=w_con, dx=dx, df=df, sign=sign, eps=eps)
             if corrected:
                 x_next = x_next + corr.delta
-            rho_diag, beta_diag, norm_diag = corr.rho, corr.beta, flat_norm(corr.delta)
+            rho_diag, beta_diag, norm_diag = corr.rho, corr.beta, corr.delta_norm
 
         if record:
             rec["states"].append(x)
