@@ -36,6 +36,9 @@ RESULTS = HERE / "results"
 #: numbers meaningful under load; pass ``--threads 2`` on a quiet machine.
 DEFAULT_THREADS = 1
 
+#: Environment variables that change timings; those set are recorded in each report's command.
+ENV_PREFIXES = ("MALLOC_", "OMP_", "MKL_")
+
 
 def parse_args(doc: str, argv: Sequence[str] | None = None, extra=None) -> argparse.Namespace:
     """Parse ``--quick``, ``--out`` and ``--threads`` (plus whatever ``extra(parser)`` adds).
@@ -44,7 +47,9 @@ def parse_args(doc: str, argv: Sequence[str] | None = None, extra=None) -> argpa
     """
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke-sized run (seconds; used by the tests)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .csv/.md results")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the .csv/.md results (default benchmarks/results, "
+                             "benchmarks/results/quick with --quick)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help=f"torch intra-op threads (default {DEFAULT_THREADS}; see benchmarks/README.md)")
     if extra is not None:
@@ -52,6 +57,8 @@ def parse_args(doc: str, argv: Sequence[str] | None = None, extra=None) -> argpa
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("`--threads` must be a positive integer.")
+    if args.out is None:  # a smoke run never overwrites the committed full-run results
+        args.out = RESULTS / "quick" if args.quick else RESULTS
     torch.set_num_threads(args.threads)
     return args
 
@@ -69,7 +76,8 @@ class Run:
     def header(self) -> str:
         load_end = os.getloadavg()
         wall = time.perf_counter() - self.started
-        cmd = " ".join(["python", f"benchmarks/{self.script}", *self.argv])
+        env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES))
+        cmd = " ".join([*([env] if env else []), "python", f"benchmarks/{self.script}", *self.argv])
         return "\n".join([
             f"Command: `{cmd}`{' (quick smoke run: tiny sizes, numbers not meaningful)' if self.quick else ''}  ",
             f"Load average (1/5/15 min) at start: {_fmt_load(self.load_start)}; at end: "

@@ -236,11 +236,13 @@ def plot_scaling(df, path, acc=None):
             ax.plot(ext.d, ext.seconds_per_sample, ls="--", marker="x", color=color,
                     label=f"{method}, extrapolated (a·d + b·d³)")
     if acc is not None:
-        big = acc[(acc.method == "dense") & (acc.d > df[df.method == "dense"].d.min())]
+        swept = df[(df.method == "dense") & (df.note == "measured")].d
+        big = acc[(acc.method == "dense") & (acc.d > (swept.max() if len(swept) else 0))]
         big = big[big.note.str.startswith("measured")]
         if len(big):
+            dims_txt = ", ".join(f"d = {int(d)}" for d in big.d)
             ax.plot(big.d, big.seconds_per_sample, "*", ms=13, color="tab:purple",
-                    label="dense, measured (accuracy table, rank 16)")
+                    label=f"dense, measured once ({dims_txt}, accuracy table)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     dims = sorted(set(df.d))

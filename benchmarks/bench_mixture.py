@@ -183,9 +183,12 @@ def main(argv=None):
   float64| / max |stiffkit float64| (stiffkit computes in float64 whatever the input dtype;
   the dense baseline computes in the input dtype).
 * `peak_extra_MB`: extra peak RSS of one run (1k/10k: forked child, one thread; 100k and 10⁶:
-  fresh process, `--threads` threads). Chunking bounds the working set (~128 MB for
-  stiffkit, `DENSE_CHUNK` = {DENSE_CHUNK} points for the dense baseline), so memory stops
-  growing with the batch beyond the output itself (batch·d·itemsize; batch·d² for the Jacobian).
+  fresh process, `--threads` threads). Chunking bounds the working set, so memory stops
+  growing with the batch beyond the output itself (batch·d·itemsize; batch·d² for the
+  Jacobian): compare the 10⁵ and 10⁶ rows. stiffkit sizes its chunks for a ~128 MB estimate
+  (`stiffkit.diffusion.mixtures.CHUNK_BYTES`); the measured peak is several times that
+  (the allocator's high-water mark over a chunk's temporaries), but flat in the batch. The
+  dense baseline's chunks are `DENSE_CHUNK` = {DENSE_CHUNK} points.
 * σ = {SIGMA}; points are exact samples of p_σ of the A∪B tree.
 """
     md = write_results(run, args.out, "mixture", "Exact tree mixture (2032 components): throughput and memory", [

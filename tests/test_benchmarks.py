@@ -13,7 +13,6 @@ well under a minute and a half.
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -50,7 +49,7 @@ EXPECTED = {
     },
     "bench_jvp.py": {
         "jvp.csv": ["forward_ms", "vjp_first_ms", "vjp_next_ms", "fd_ms", "vjp_next_vs_forward",
-                    "fd_vs_forward", "vjp_max_rel_diff", "fd_max_rel_diff"],
+                    "fd_vs_forward", "vjp_max_rel_diff", "fd_max_rel_diff", "fd_median_rel_diff"],
     },
 }
 
@@ -127,4 +126,7 @@ def test_jvp_paths_agree(runs):
     df = pd.read_csv(out / "jvp.csv")
     tol = df.dtype.map({"float32": 1e-4, "float64": 1e-12})
     assert (df.vjp_max_rel_diff <= tol).all()
-    assert not math.isnan(df.fd_max_rel_diff.max())
+    # fd is an approximation: close in float64; in float32 its default step is coarse for this
+    # drift (see the benchmark's notes), so only the typical sample is held to a bound.
+    assert (df[df.dtype == "float64"].fd_max_rel_diff <= 1e-4).all()
+    assert (df[df.dtype == "float32"].fd_median_rel_diff <= 0.05).all()
