@@ -18,6 +18,16 @@ from stiffkit.io import atomic_write
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "paper_repro.ipynb"
 
+
+def _figure_cell(module: str, var: str) -> str:
+    """The code cell that runs one experiment script's compute → plot → summary at quick size."""
+    return (f"import {module}\n\n"
+            f"cfg = dict({module}.QUICK, seed=0, quick=True)\n"
+            f"{var} = cached_compute(\"{module}\", {module}.compute, cfg)\n"
+            f"{module}.plot({var}, cfg)\n"
+            "plt.show()\n"
+            f"print({module}.summarize({var}, cfg))")
+
 CELLS: list[tuple[str, str]] = [
     ("md", """\
 # Reproducing *Error as Signal* (ERK-Guid) on the 2-D tree — with stiffkit
@@ -98,61 +108,26 @@ print(report.groupby("step")[["h", "lambda_max", "rho_hat", "h_lambda", "stiffne
 
 Samples of `p_σ` coloured by `|λ_max|` for the exact and the learned drift; the drift
 across a thick and a thin branch; and the LTE / ERK solution difference in eigenvector axes."""),
-    ("code", """\
-import fig1
-
-cfg = dict(fig1.QUICK, seed=0, quick=True)
-df1 = cached_compute("fig1", fig1.compute, cfg)
-fig1.plot(df1, cfg)
-plt.show()
-print(fig1.summarize(df1, cfg))"""),
+    ("code", _figure_cell("fig1", "df1")),
     ("md", """\
 ## 4. Fig. 2 — alignment with the dominant eigenvector across stiffness
 
 Along plain-Heun trajectories: `|cos|` with `v₁` of the LTE, of the ERK solution difference
 `Δx`, and of ERK-Guid's direction `Δf` against the CFG and autoguidance directions."""),
-    ("code", """\
-import fig2
-
-cfg = dict(fig2.QUICK, seed=0, quick=True)
-df2 = cached_compute("fig2", fig2.compute, cfg)
-fig2.plot(df2, cfg)
-plt.show()
-print(fig2.summarize(df2, cfg))"""),
+    ("code", _figure_cell("fig2", "df2")),
     ("md", """\
 ## 5. Fig. 3 — how good is the free estimate?
 
 `ρ̂` against the JVP-based `|λ₁|` at the same point, and the alignment of `Δf` vs `Δx`."""),
-    ("code", """\
-import fig3
-
-cfg = dict(fig3.QUICK, seed=0, quick=True)
-df3 = cached_compute("fig3", fig3.compute, cfg)
-fig3.plot(df3, cfg)
-plt.show()
-print(fig3.summarize(df3, cfg))"""),
+    ("code", _figure_cell("fig3", "df3")),
     ("md", """\
 ## 6. Fig. 4 — the hyperparameter grid, and the synthetic results table
 
 Quality (sliced Wasserstein to exact samples, endpoint error against a converged solve of the
 same ODE, NLL) as `w_con` varies, one curve per `w_stiff`; then Heun / ERK-Guid / CFG / AG
 (± ERK-Guid, and the oracle eigenpair) at 8, 16, 32 steps."""),
-    ("code", """\
-import fig4
-
-cfg = dict(fig4.QUICK, seed=0, quick=True)
-df4 = cached_compute("fig4", fig4.compute, cfg)
-fig4.plot(df4, cfg)
-plt.show()
-print(fig4.summarize(df4, cfg))"""),
-    ("code", """\
-import table1
-
-cfg = dict(table1.QUICK, seed=0, quick=True)
-dft = cached_compute("table1", table1.compute, cfg)
-table1.plot(dft, cfg)
-plt.show()
-print(table1.summarize(dft, cfg))"""),
+    ("code", _figure_cell("fig4", "df4")),
+    ("code", _figure_cell("table1", "dft")),
     ("md", """\
 ## 7. What the full runs say — and how it compares with the paper
 
