@@ -355,13 +355,26 @@ def _wpp(a: np.ndarray, b: np.ndarray, plan, p: float) -> np.ndarray:
     return d.mean(axis=1) if plan is None else d @ plan[2]
 
 
+def _project(dirs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Return the projections ``dirs @ x.T`` ([L, D] x [n, D] -> [L, n]), row by row exactly.
+
+    BLAS blocks a matrix product by the matrices' sizes, so ``dirs @ x.T`` can round one point's
+    projection differently in clouds of different sizes; equal measures must give SW = 0
+    exactly, so each projection is accumulated feature by feature, independently of ``n``.
+    """
+    out = dirs[:, :1] * x[:, 0]
+    for k in range(1, x.shape[1]):
+        out += dirs[:, k : k + 1] * x[:, k]
+    return out
+
+
 def _sw_point(x: np.ndarray, y: np.ndarray, dirs: np.ndarray, p: float, chunk: int) -> float:
     plan = _quantile_plan(len(x), len(y))
     total = 0.0
     for start in range(0, len(dirs), chunk):
         th = dirs[start : start + chunk]  # [c, D]
-        a = th @ x.T  # projections: [c, n]
-        b = th @ y.T  # [c, m]
+        a = _project(th, x)  # projections: [c, n]
+        b = _project(th, y)  # [c, m]
         a.sort(axis=1)
         b.sort(axis=1)
         total += _wpp(a, b, plan, p).sum()
@@ -378,7 +391,7 @@ def _sw_replicates(
     """
     n, m = len(x), len(y)
     plan = _quantile_plan(n, m)
-    px, py = dirs @ x.T, dirs @ y.T  # [L, n], [L, m]
+    px, py = _project(dirs, x), _project(dirs, y)  # [L, n], [L, m]
     perm_x, perm_y = np.argsort(px, axis=1), np.argsort(py, axis=1)
     sx = np.take_along_axis(px, perm_x, axis=1)
     sy = np.take_along_axis(py, perm_y, axis=1)
