@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _harness import peak_memory, to_markdown
 
-from stiffkit.benchmarking import peak_memory, to_markdown
 from stiffkit.io import atomic_write, save_frame
 
 HERE = Path(__file__).resolve().parent
@@ -113,7 +113,7 @@ def write_results(run: Run, out: Path, name: str, title: str,
 
 
 def peak_memory_1t(fn) -> int:
-    """:func:`stiffkit.benchmarking.peak_memory` with the child forced to one thread.
+    """:func:`benchmarks/_harness.py.peak_memory` with the child forced to one thread.
 
     A forked child inherits GNU OpenMP's state but not its worker threads: once the parent
     has run any multi-threaded torch op (a matmul is enough), the child's first parallel

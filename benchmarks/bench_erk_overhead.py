@@ -17,7 +17,7 @@ ratio does not depend on batch once the evaluation dominates). Steps 8 / 16 / 32
 
 Memory: at the smallest step count of each batch (``sample_final`` keeps nothing per step, so
 its memory does not depend on the steps), each sampler runs once more in a forked child
-(``stiffkit.benchmarking.peak_memory`` with the child on one thread, see
+(``benchmarks/_harness.py.peak_memory`` with the child on one thread, see
 ``_common.peak_memory_1t``; median of 3 children) for its extra peak RSS; the table gives
 ``erk − plain`` and ``erk − heun`` in units of ``batch · dim · itemsize`` (one state's worth)
 — O(batch · dim) means a small constant.
@@ -48,15 +48,15 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Run, peak_memory_1t, parse_args, write_results  # noqa: E402
+from _common import Run, parse_args, peak_memory_1t, write_results  # noqa: E402
+from _harness import compare  # noqa: E402
 
 from stiffkit._utils import flat_norm  # noqa: E402
-from stiffkit.benchmarking import compare  # noqa: E402
 from stiffkit.diffusion.erk import erk_guid_correction  # noqa: E402
 from stiffkit.diffusion.samplers import sample_final  # noqa: E402
-from stiffkit.diffusion.toy import toy_world  # noqa: E402
+from stiffkit.estimators.pair import PAIR_EPS  # noqa: E402
 from stiffkit.io import atomic_write  # noqa: E402
-from stiffkit.stiffness import PAIR_EPS  # noqa: E402
+from stiffkit.paper.toy import toy_world  # noqa: E402
 
 #: The paper's ERK-Guid settings (ImageNet-512, EDM2-S, no guidance), by number of steps.
 PAPER_SETTINGS = {8: (0.5, 0.1), 16: (0.75, 0.3), 32: (1.0, 0.5)}

@@ -10,7 +10,7 @@
 * ``power-k`` — k forward-mode Jacobian–vector products of power iteration;
 * ``arpack`` — Lanczos (``eigsh``) on a JVP ``LinearOperator``, one sample at a time;
 * ``dense`` — the full Jacobian from d batched forward-mode JVPs
-  (``stiffkit.eigen.jacobian_dense``) + ``eigh`` + residuals (``dominant_eig(method="dense")``).
+  (``stiffkit.estimators.eigen.jacobian_dense``) + ``eigh`` + residuals (``dominant_eig(method="dense")``).
 
 Times are per sample: the median of 3 runs after one warm-up run (forward-mode AD pays a
 one-off set-up on first use); these are absolute times of one method at a time, not ratios,

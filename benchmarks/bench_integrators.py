@@ -12,7 +12,7 @@ part), float64, batch 1k to 64k.
   accepted steps, max error against a DOP853 solve at 1e-13, time ratio, and time per
   evaluation (the integrator's own overhead, independent of how many steps it chose).
 
-All times are medians of interleaved runs in one process (``stiffkit.benchmarking.compare``).
+All times are medians of interleaved runs in one process (``benchmarks/_harness.py.compare``).
 Run ``python benchmarks/bench_integrators.py`` (``--quick`` for a smoke run).
 """
 
@@ -27,9 +27,9 @@ import torchdiffeq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Run, parse_args, write_results  # noqa: E402
+from _harness import compare  # noqa: E402
 
 import stiffkit  # noqa: E402
-from stiffkit.benchmarking import compare  # noqa: E402
 
 T_END = 5.0  # adaptive interval [0, T_END]
 

@@ -28,11 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Run, parse_args, write_results  # noqa: E402
+from _harness import compare  # noqa: E402
 
 from stiffkit._utils import flat_norm  # noqa: E402
-from stiffkit.benchmarking import compare  # noqa: E402
-from stiffkit.diffusion.toy import toy_world  # noqa: E402
-from stiffkit.eigen import jvp_operator  # noqa: E402
+from stiffkit.estimators.eigen import jvp_operator  # noqa: E402
+from stiffkit.paper.toy import toy_world  # noqa: E402
 
 SIGMA = 0.1
 

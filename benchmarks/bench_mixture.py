@@ -43,8 +43,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Run, parse_args, peak_memory_1t, write_results  # noqa: E402
+from _harness import compare  # noqa: E402
 
-from stiffkit.benchmarking import compare  # noqa: E402
 from stiffkit.diffusion.mixtures import tree_gmm  # noqa: E402
 
 SIGMA = 0.1

@@ -29,14 +29,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from _lib import binned, run_experiment
 
 from stiffkit import eig_dense, jacobian_dense
-from stiffkit.diffusion.mixtures import TREE_DEPTH, TREE_POINTS_PER_BRANCH, _tree_components
+from stiffkit.diffusion.mixtures import (
+    TREE_DEPTH,
+    TREE_POINTS_PER_BRANCH,
+    _tree_components,
+)
 from stiffkit.diffusion.noise import mixture_samples
 from stiffkit.diffusion.samplers import sample
-from stiffkit.diffusion.toy import toy_world
-from stiffkit.lte import reference_step
-from stiffkit.repro import binned, run_experiment
+from stiffkit.estimators.lte import reference_step
+from stiffkit.paper.toy import toy_world
 
 NAME = "fig1"
 #: Stiffness measures a plot can colour by: |λ_max| or h·|λ_max|.

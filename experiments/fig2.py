@@ -2,7 +2,7 @@
 
 Along plain-Heun trajectories (``w_stiff = 0``) of the 2-D tree — the learned main model and
 the exact class-A mixture — every quantity is measured at one point ``(σ_i, x_i)`` per step
-``i ≥ 1`` (:func:`stiffkit.diffusion.alignment.toy_alignment`), and ``|cos|`` with the dominant
+``i ≥ 1`` (:func:`stiffkit.paper.alignment.toy_alignment`), and ``|cos|`` with the dominant
 eigenvector ``v₁`` of ``∂f/∂x`` is averaged in log bins of ``|λ₁|``:
 
 (a) the local truncation error of the Heun step (against an RK4 reference);
@@ -17,14 +17,13 @@ the closed-form ``drift_jacobian`` for the mixture. Run: ``python experiments/fi
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch
+from _lib import binned, run_experiment
 
-from stiffkit.diffusion.alignment import toy_alignment
-from stiffkit.diffusion.toy import toy_world
-from stiffkit.repro import binned, run_experiment
+from stiffkit.paper.alignment import toy_alignment
+from stiffkit.paper.toy import toy_world
 
 #: Sample k of run `seed` uses the per-sample seed SEED_STRIDE·seed + k (independent of the
 #: batch size: a quick run's samples are the first of a full run's; fig3 uses the same).
@@ -53,7 +52,7 @@ QUICK = dict(num_samples=64, num_steps=[16], models=["learned", "exact"], subste
 def compute(config: dict) -> pd.DataFrame:
     """Return the binned table: one row per model, quantity and stiffness bin.
 
-    The per-row data (:func:`~stiffkit.diffusion.alignment.toy_alignment`, ~90k rows in the
+    The per-row data (:func:`~stiffkit.paper.alignment.toy_alignment`, ~90k rows in the
     full run) is binned here, so the cached frame and the CSV are the plotted numbers.
     """
     if config["stiffness"] not in XLABEL:

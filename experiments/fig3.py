@@ -2,7 +2,7 @@
 
 Along plain-Heun trajectories (``w_stiff = 0``) of the 2-D tree — the learned main model and
 the exact class-A mixture — at each step ``i ≥ 1`` and one point ``(σ_i, x_i)``
-(:func:`stiffkit.diffusion.alignment.toy_alignment`, no LTE needed):
+(:func:`stiffkit.paper.alignment.toy_alignment`, no LTE needed):
 
 (a) ERK-Guid's ``ρ̂ = ‖Δf‖/‖Δx‖`` (the sampler's ``erk_rho``; pair: ``(x_i, f_i)`` and the
     previous step's Euler point at σ_i) against the reference ``|λ₁|`` of ``∂f/∂x`` at
@@ -19,14 +19,13 @@ Run: ``python experiments/fig3.py`` (``--quick``).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch
+from _lib import binned, run_experiment
 
-from stiffkit.diffusion.alignment import toy_alignment
-from stiffkit.diffusion.toy import toy_world
-from stiffkit.repro import binned, run_experiment
+from stiffkit.paper.alignment import toy_alignment
+from stiffkit.paper.toy import toy_world
 
 #: Sample k of run `seed` uses the per-sample seed SEED_STRIDE·seed + k (as in fig2).
 SEED_STRIDE = 10**7

@@ -24,10 +24,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _lib import run_experiment
 
 from stiffkit.diffusion.erk import W_STIFF_THEORY
-from stiffkit.diffusion.quality import EXACT_LABEL, PAPER_SETTINGS, PAPER_W_STIFF_32, Method, compare
-from stiffkit.repro import run_experiment
+from stiffkit.paper.quality import (
+    EXACT_LABEL,
+    PAPER_SETTINGS,
+    PAPER_W_STIFF_32,
+    Method,
+    compare,
+)
 
 NAME = "fig4"
 FULL = dict(
@@ -78,7 +84,7 @@ def is_paper_setting(num_steps: int, w_stiff: float, w_con: float) -> bool:
 
 def compute(config: dict[str, Any]) -> pd.DataFrame:
     """Sample every (N, w_stiff, w_con) of the grid and score it; one row per run (+ exact)."""
-    from stiffkit.diffusion.toy import toy_world
+    from stiffkit.paper.toy import toy_world
 
     plan = [(int(n), Method(f"w_stiff={ws:.3g}", "none", float(ws), float(wc)))
             for n in config["steps"] for ws in config["w_stiff"] for wc in config["w_con"]]

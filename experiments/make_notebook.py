@@ -56,12 +56,13 @@ import pandas as pd
 import torch
 
 import stiffkit
-from stiffkit.diffusion import W_STIFF_THEORY, sample, toy_world
-from stiffkit.repro import cached_compute  # same cache as `python experiments/figN.py --quick`
+from stiffkit.diffusion import W_STIFF_THEORY, sample
+from stiffkit.paper import toy_world
 
 torch.set_num_threads(1)  # small 2-D batches: one thread is fastest on a shared CPU
 ROOT = Path.cwd() if (Path.cwd() / "experiments").is_dir() else Path.cwd().parent
 sys.path.insert(0, str(ROOT / "experiments"))  # the figure scripts' compute/plot functions
+from _lib import cached_compute  # same cache as `python experiments/figN.py --quick`
 pd.set_option("display.width", 160, "display.max_columns", 30)"""),
     ("md", """\
 ## 1. The toy world and one sampled trajectory
@@ -94,12 +95,12 @@ diagnostics ride along."""),
 report = stiffkit.analyze(traj, reference="dense", symmetric=True, lte_method="rk4",
                           samples=slice(0, 64))
 display(report.head())
-pd.Series(stiffkit.columns.COLUMNS, name="meaning").to_frame()"""),
+pd.Series(stiffkit.analysis.columns.COLUMNS, name="meaning").to_frame()"""),
     ("code", """\
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-stiffkit.plot_stiffness(report, ax=axes[0])
+stiffkit.plotting.plot_stiffness(report, ax=axes[0])
 axes[0].invert_xaxis()
-stiffkit.plot_estimate_vs_reference(report, ax=axes[1])
+stiffkit.plotting.plot_estimate_vs_reference(report, ax=axes[1])
 plt.tight_layout()
 plt.show()
 print(report.groupby("step")[["h", "lambda_max", "rho_hat", "h_lambda", "stiffness_indicator"]].median().round(3))"""),

@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _lib import run_experiment
 
 from stiffkit.diffusion.erk import W_STIFF_THEORY
-from stiffkit.diffusion.quality import (
+from stiffkit.io import atomic_write
+from stiffkit.paper.quality import (
     EXACT_LABEL,
     SEED_STRIDE,
     Method,
@@ -42,9 +44,7 @@ from stiffkit.diffusion.quality import (
     paper_setting,
     time_methods,
 )
-from stiffkit.diffusion.toy import GUIDANCE_WEIGHTS
-from stiffkit.io import atomic_write
-from stiffkit.repro import run_experiment
+from stiffkit.paper.toy import GUIDANCE_WEIGHTS
 
 NAME = "table1"
 FULL = dict(
@@ -97,7 +97,7 @@ def methods_at(num_steps: int, config: dict[str, Any]) -> list[Method]:
 
 def compute(config: dict[str, Any]) -> pd.DataFrame:
     """Sample and score every method at every step count; one row per run (+ exact samples)."""
-    from stiffkit.diffusion.toy import toy_world
+    from stiffkit.paper.toy import toy_world
 
     plan = [(int(n), m) for n in config["steps"] for m in methods_at(int(n), config)]
     world = toy_world()

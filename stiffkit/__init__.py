@@ -1,102 +1,84 @@
 """stiffkit: numerical analysis of stiffness in learned ODEs.
 
-Butcher tableaux and their analysis (order conditions, stability), batched Runge–Kutta
-steps and integrators in torch, analytic test problems, eigen-estimators of the drift
-Jacobian, and the stiffness diagnostics behind ERK-Guid.
+The names here are the ones a notebook reaches for first; everything else lives in its
+subpackage:
+
+* :mod:`stiffkit.tableaux` — Butcher tableaux, order conditions, stability;
+* :mod:`stiffkit.integrate` — batched Runge–Kutta steps, fixed-grid and adaptive solves;
+* :mod:`stiffkit.estimators` — JVPs, eigen-estimators, pair and Hairer estimates, LTE;
+* :mod:`stiffkit.analysis` — :func:`analyze` and the ``torchdiffeq`` stiffness monitor;
+* :mod:`stiffkit.problems` — test problems with known truth;
+* :mod:`stiffkit.plotting` — figures (the only module that imports matplotlib);
+* :mod:`stiffkit.diffusion` — exact mixtures, learned denoisers, ERK-Guid samplers, metrics;
+* :mod:`stiffkit.paper` — the toy world and the settings of the paper's experiments.
 """
 
+import importlib
+
 from stiffkit import problems
-from stiffkit.adaptive import AdaptiveSolution, solve_adaptive
-from stiffkit.analysis import analyze, plot_estimate_vs_reference, plot_stiffness
-from stiffkit.eigen import (
-    DominantEig,
+from stiffkit.analysis import StiffnessMonitor, analyze, odeint_monitored
+from stiffkit.estimators import (
     arpack_eig,
     dominant_eig,
     eig_dense,
+    hairer_stiffness,
     jacobian_dense,
     jvp_operator,
-    power_iteration,
-)
-from stiffkit.lte import alignment, eigen_coefficients, local_truncation_error, reference_step
-from stiffkit.monitor import StiffnessMonitor, StiffnessRule, odeint_monitored
-from stiffkit.order_conditions import computed_order, order_condition_residuals, rooted_trees
-from stiffkit.rk import RKStep, pair_stage_index, rk_step, solve_fixed
-from stiffkit.stability import (
-    plot_stability_region,
-    real_stability_interval,
-    stability_function,
-    stability_polynomial,
-)
-from stiffkit.stiffness import (
-    PAIR_EPS,
-    embedded_stiffness,
-    hairer_stiffness,
-    pair_directions,
+    local_truncation_error,
     pair_stiffness,
-    stage_pair,
+    power_iteration,
+    reference_step,
     stiffness_indicator,
 )
-from stiffkit.summary import convergence_study, tableau_summary
-from stiffkit.tableaux import ButcherTableau, get_tableau, list_tableaux, register_tableau
-from stiffkit.trajectory import Trajectory
+from stiffkit.integrate import Trajectory, rk_step, solve_adaptive, solve_fixed
+from stiffkit.tableaux import (
+    ButcherTableau,
+    get_tableau,
+    list_tableaux,
+    real_stability_interval,
+    register_tableau,
+    tableau_summary,
+)
 
 __version__ = "0.1.0"
 
+#: Subpackages imported on first use (they pull in matplotlib or the diffusion world).
+_LAZY = ("diffusion", "paper", "plotting")
+
 
 def __getattr__(name: str):
-    # `stiffkit.diffusion` (mixtures, learned models, samplers) is imported on first use.
-    if name == "diffusion":
-        import importlib
-
-        return importlib.import_module("stiffkit.diffusion")
+    if name in _LAZY:
+        return importlib.import_module(f"stiffkit.{name}")
     raise AttributeError(f"module 'stiffkit' has no attribute {name!r}")
 
 
 __all__ = [
-    "diffusion",
-    "PAIR_EPS",
-    "AdaptiveSolution",
-    "DominantEig",
+    "ButcherTableau",
     "StiffnessMonitor",
-    "StiffnessRule",
-    "odeint_monitored",
-    "alignment",
+    "Trajectory",
     "analyze",
     "arpack_eig",
+    "diffusion",
     "dominant_eig",
     "eig_dense",
-    "eigen_coefficients",
-    "embedded_stiffness",
+    "get_tableau",
     "hairer_stiffness",
     "jacobian_dense",
     "jvp_operator",
+    "list_tableaux",
     "local_truncation_error",
-    "pair_directions",
+    "odeint_monitored",
     "pair_stiffness",
-    "plot_estimate_vs_reference",
-    "plot_stiffness",
+    "paper",
+    "plotting",
     "power_iteration",
     "problems",
-    "reference_step",
-    "stage_pair",
-    "stiffness_indicator",
-    "ButcherTableau",
-    "RKStep",
-    "Trajectory",
-    "computed_order",
-    "convergence_study",
-    "get_tableau",
-    "list_tableaux",
-    "order_condition_residuals",
-    "pair_stage_index",
-    "plot_stability_region",
     "real_stability_interval",
+    "reference_step",
     "register_tableau",
     "rk_step",
-    "rooted_trees",
     "solve_adaptive",
     "solve_fixed",
-    "stability_function",
-    "stability_polynomial",
+    "stiffness_indicator",
     "tableau_summary",
 ]

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stiffkit.summary import convergence_study, tableau_summary
-from stiffkit.tableaux import get_tableau, list_tableaux
+from stiffkit.integrate import convergence_study
+from stiffkit.tableaux import get_tableau, list_tableaux, tableau_summary
 
 
 def _linear_problem():

@@ -2,10 +2,19 @@
 
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# The scripts' shared plumbing (experiments/_lib.py, benchmarks/_common.py, _harness.py) is
+# imported by the scripts as top-level modules; the tests import it the same way.
+_ROOT = Path(__file__).resolve().parent.parent
+for _folder in ("experiments", "benchmarks"):
+    if str(_ROOT / _folder) not in sys.path:
+        sys.path.insert(0, str(_ROOT / _folder))
 
 settings.register_profile(
     "ci",

@@ -7,8 +7,9 @@
 * :mod:`~stiffkit.diffusion.samplers` — Heun / Euler / DPM-Solver-2 / DEIS with ERK-Guid
   (:mod:`~stiffkit.diffusion.erk`), :mod:`~stiffkit.diffusion.guidance` (CFG and autoguidance),
   :mod:`~stiffkit.diffusion.schedules` and per-sample-seeded :mod:`~stiffkit.diffusion.noise`;
-* :mod:`~stiffkit.diffusion.metrics` — 2-D sample quality with bootstrap intervals;
-* :mod:`~stiffkit.diffusion.toy` — the tree world of the figures in one object.
+* :mod:`~stiffkit.diffusion.metrics` — 2-D sample quality with bootstrap intervals.
+
+The toy world of the paper's figures is :func:`stiffkit.paper.toy_world`.
 """
 
 from stiffkit.diffusion.erk import (
@@ -20,8 +21,19 @@ from stiffkit.diffusion.erk import (
 )
 from stiffkit.diffusion.guidance import Guided
 from stiffkit.diffusion.metrics import evaluate, noise_floor
-from stiffkit.diffusion.mixtures import GaussianMixture, grid_gmm, random_gmm, ring_gmm, tree_gmm
-from stiffkit.diffusion.models import EnergyDenoiser, load_model, load_pretrained, save_model
+from stiffkit.diffusion.mixtures import (
+    GaussianMixture,
+    grid_gmm,
+    random_gmm,
+    ring_gmm,
+    tree_gmm,
+)
+from stiffkit.diffusion.models import (
+    EnergyDenoiser,
+    load_model,
+    load_pretrained,
+    save_model,
+)
 from stiffkit.diffusion.noise import initial_noise, mixture_samples, randn_per_sample
 from stiffkit.diffusion.samplers import (
     SOLVERS,
@@ -32,7 +44,6 @@ from stiffkit.diffusion.samplers import (
     sample_final,
 )
 from stiffkit.diffusion.schedules import edm_sigmas
-from stiffkit.diffusion.toy import ToyWorld, toy_world
 from stiffkit.diffusion.training import TrainConfig, TrainResult, train
 
 __all__ = [
@@ -42,7 +53,6 @@ __all__ = [
     "ErkCorrection",
     "GaussianMixture",
     "Guided",
-    "ToyWorld",
     "TrainConfig",
     "TrainResult",
     "deis_coefficients",
@@ -65,7 +75,6 @@ __all__ = [
     "sample",
     "sample_final",
     "save_model",
-    "toy_world",
     "train",
     "tree_gmm",
 ]

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import broadcast_per_sample, flat_dot, flat_norm
-from stiffkit.stiffness import PAIR_EPS
+from stiffkit.estimators.pair import PAIR_EPS
 
 __all__ = [
     "W_STIFF_THEORY",
@@ -96,7 +96,7 @@ def erk_guid_correction(
     sign : float
         −1 subtracts the correction (Heun, DPM-Solver-2), +1 adds it (DEIS upstream).
     eps : float
-        Denominator guard of the pair estimates (:data:`stiffkit.PAIR_EPS`, the reference
+        Denominator guard of the pair estimates (:data:`stiffkit.estimators.PAIR_EPS`, the reference
         code's 1e-8).
     """
     if (rho is None or v is None) and (dx is None or df is None):
@@ -124,7 +124,7 @@ def dominant_pair_oracle(drift: Callable[[Tensor, Tensor], Tensor], method: str 
     ``method`` is "dense" (exact for small dimensions), "power" or "arpack" (matrix-free);
     probability-flow drifts of conservative denoisers have symmetric Jacobians.
     """
-    from stiffkit.eigen import dominant_eig
+    from stiffkit.estimators.eigen import dominant_eig
 
     def oracle(sigma: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         eig = dominant_eig(drift, sigma, x, method=method, symmetric=symmetric, **eig_kwargs)

@@ -34,8 +34,8 @@ from stiffkit.diffusion.erk import (
     erk_guid_correction,
 )
 from stiffkit.diffusion.schedules import check_sigmas
-from stiffkit.stiffness import PAIR_EPS
-from stiffkit.trajectory import Trajectory
+from stiffkit.estimators.pair import PAIR_EPS
+from stiffkit.integrate.trajectory import Trajectory
 
 __all__ = [
     "SOLVERS",
@@ -296,7 +296,7 @@ def sample(
     w_con : float
         Gate: the correction applies where ``ρ > w_con``.
     eps : float
-        Denominator guard of the pair estimates (:data:`stiffkit.PAIR_EPS` = 1e-8, as upstream).
+        Denominator guard of the pair estimates (:data:`stiffkit.estimators.PAIR_EPS` = 1e-8, as upstream).
     oracle : {None, "dense", "power", "arpack"} or callable
         Replace ``ρ̂`` and ``v̂`` by the exact dominant eigenpair of ``∂f/∂x`` at the step's start
         (``callable(sigma, x) -> (|λ₁|, v₁)``, e.g. :func:`mixture_oracle`), on the same steps
@@ -393,7 +393,7 @@ def reference_sample(
         across the batch.
     """
     from stiffkit.diffusion.schedules import edm_sigmas
-    from stiffkit.rk import solve_fixed
+    from stiffkit.integrate.rk import solve_fixed
 
     grid = check_sigmas(sigmas)
     check_tensor(x_init, "x_init", min_ndim=2)

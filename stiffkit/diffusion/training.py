@@ -39,7 +39,11 @@ from tqdm.auto import tqdm
 
 from stiffkit.diffusion.mixtures import GaussianMixture, tree_gmm
 from stiffkit.diffusion.models import (
-    PRETRAINED_NAMES, SIGMA_DATA, WEIGHTS_DIR, EnergyDenoiser, save_model,
+    PRETRAINED_NAMES,
+    SIGMA_DATA,
+    WEIGHTS_DIR,
+    EnergyDenoiser,
+    save_model,
 )
 
 __all__ = [

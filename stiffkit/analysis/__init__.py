@@ -1,0 +1,14 @@
+"""Stiffness reports: :func:`analyze` on any trajectory, and a monitor for ``torchdiffeq``.
+
+* :mod:`~stiffkit.analysis.analyze` — one row per step and sample: estimates, references,
+  local errors and alignments;
+* :mod:`~stiffkit.analysis.columns` — the report's column schema, shared with the monitor;
+* :mod:`~stiffkit.analysis.monitor` — :class:`StiffnessMonitor`, Hairer's estimate during a
+  ``torchdiffeq.odeint`` solve at no extra evaluation, and DOPRI5's stiffness rule.
+"""
+
+from stiffkit.analysis.analyze import analyze
+from stiffkit.analysis.columns import COLUMNS
+from stiffkit.analysis.monitor import StiffnessMonitor, StiffnessRule, odeint_monitored
+
+__all__ = ["COLUMNS", "StiffnessMonitor", "StiffnessRule", "analyze", "odeint_monitored"]

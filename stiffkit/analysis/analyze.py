@@ -1,0 +1,191 @@
+"""``stiffkit.analyze``: a tidy per-step, per-sample stiffness report of a trajectory."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stiffkit._utils import flat_norm
+from stiffkit.analysis.columns import COLUMNS, conform
+from stiffkit.estimators.eigen import dominant_eig
+from stiffkit.estimators.lte import alignment, reference_step
+from stiffkit.estimators.pair import PAIR_EPS, pair_stiffness
+from stiffkit.integrate.trajectory import Trajectory
+from stiffkit.tableaux import get_tableau, real_stability_interval
+
+__all__ = ["analyze", "COLUMNS"]
+
+#: Above this state dimension the default reference eigen-estimate is matrix-free.
+DENSE_MAX_DIM = 64
+#: Default threshold of the ``stiff`` column (stiffness indicator ≥ 1: stability-limited).
+STIFF_THRESHOLD = 1.0
+
+
+def _stability_boundary(name: str | None) -> float:
+
+    try:
+        return real_stability_interval(get_tableau(name))
+    except (ValueError, TypeError):
+        return math.nan
+
+
+def analyze(
+    trajectory: Trajectory,
+    *,
+    reference: str | None = "auto",
+    symmetric: bool = False,
+    lte: bool | None = None,
+    lte_method: str = "dopri5",
+    matrix=None,
+    steps: Iterable[int] | None = None,
+    samples: Iterable[int] | slice | None = None,
+    stiff_threshold: float = STIFF_THRESHOLD,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Return one row per step and sample describing how stiff the trajectory is.
+
+    Parameters
+    ----------
+    trajectory : Trajectory
+        From :func:`~stiffkit.solve_fixed`, :func:`~stiffkit.solve_adaptive`, a diffusion
+        sampler, or :meth:`Trajectory.from_states` (e.g. torchdiffeq output).
+    reference : {"auto", "dense", "power", "arpack"} or None
+        How to compute the reference eigenpair of ``∂f/∂x`` at each step's start (needs
+        ``trajectory.f``); "auto" is dense up to ``DENSE_MAX_DIM`` dimensions, power
+        iteration above. None skips the reference columns (cheap).
+    symmetric : bool
+        The Jacobian is symmetric (probability-flow ODEs: ``J = −σH``); faster, exact.
+    lte : bool, optional
+        Measure each step's local truncation error against a reference step (default:
+        whenever ``trajectory.f`` is known). Steps ending at σ = 0 of a diffusion
+        trajectory are skipped (the drift is singular there).
+    lte_method : {"dopri5", "rk4", "exact"}
+        Reference of the LTE (:func:`stiffkit.estimators.lte.reference_step`); "exact" needs `matrix`.
+    matrix : array, optional
+        The matrix of an autonomous linear drift, for exact LTEs.
+    steps, samples : optional
+        Restrict the report (and its cost) to these step and sample indices.
+    stiff_threshold : float
+        ``stiff`` is ``stiffness_indicator ≥ stiff_threshold``.
+    generator : torch.Generator, optional
+        Start vectors of matrix-free eigen-estimates.
+    progress : bool
+        Show a tqdm progress bar over steps.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`stiffkit.analysis.columns.COLUMNS` (see their meanings there), then
+        ``t_next`` and any per-step diagnostics of the trajectory (e.g. ERK-Guid's gate).
+        ``df.attrs`` records the reference method and the boundary used.
+    """
+    if not isinstance(trajectory, Trajectory):
+        raise TypeError(f"`trajectory` must be a stiffkit.Trajectory, got {type(trajectory).__name__}.")
+    f = trajectory.f
+    if reference not in (None, "auto", "dense", "power", "arpack"):
+        raise ValueError(f"`reference` must be 'auto', 'dense', 'power', 'arpack' or None, got {reference!r}.")
+    if reference is not None and f is None:
+        raise ValueError("`reference` needs the drift: the trajectory has no `f` (pass reference=None).")
+    if lte is None:
+        lte = f is not None
+    if lte and f is None:
+        raise ValueError("`lte=True` needs the drift: the trajectory has no `f`.")
+
+    N, B = trajectory.num_steps, trajectory.batch_size
+    dim = int(np.prod(trajectory.states.shape[2:])) if trajectory.states.ndim > 2 else 1
+    method = reference
+    if reference == "auto":
+        method = "dense" if dim <= DENSE_MAX_DIM else "power"
+    step_ids = list(range(N)) if steps is None else [int(s) for s in steps]
+    if any(s < 0 or s >= N for s in step_ids):
+        raise ValueError(f"`steps` must lie in [0, {N}).")
+    sample_ids = np.arange(B)[samples] if samples is not None else np.arange(B)
+    sample_ids = np.atleast_1d(sample_ids)
+    sel = torch.as_tensor(sample_ids, dtype=torch.long)
+
+    boundary = _stability_boundary(trajectory.tableau)
+    next_drifts = trajectory.next_drifts
+    times = trajectory.times
+    rows: list[pd.DataFrame] = []
+    iterator = step_ids
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(step_ids, desc="analyze", unit="step")
+    eig_cache: dict[int, object] = {}
+
+    def eig_at(k: int):
+        """Reference eigenpair at (t_k, x_k) for the selected samples (cached; None at σ = 0)."""
+        if method is None or (trajectory.time_name == "sigma" and float(times[k]) == 0):
+            return None
+        if k not in eig_cache:
+            eig_cache[k] = dominant_eig(f, times[k], trajectory.states[k][sel], method=method,
+                                        symmetric=symmetric, generator=generator)
+        return eig_cache[k]
+
+    def real_vector(eig):
+        return None if eig is None or eig.vector.is_complex() else eig.vector
+
+    for n in iterator:
+        t, t_next = times[n], times[n + 1]
+        h = float((t_next - t).abs())
+        x = trajectory.states[n][sel]
+        x_next = trajectory.states[n + 1][sel]
+        cols: dict[str, np.ndarray] = {}
+        nan = np.full(len(sel), np.nan)
+
+        # Cheap estimate from the step's same-time pair at t_{n+1} (no evaluations).
+        dx = df = None
+        have_next = next_drifts is not None or n + 1 < N
+        if trajectory.pair_states is not None and have_next:
+            f_next = (next_drifts[n] if next_drifts is not None else trajectory.drifts[n + 1])[sel]
+            pg, pk = trajectory.pair_states[n][sel], trajectory.pair_drifts[n][sel]
+            if bool(torch.isfinite(pg).all()) and bool(torch.isfinite(pk).all()):
+                dx, df = x_next - pg, f_next - pk
+                rho = pair_stiffness(x_next, f_next, pg, pk, eps=PAIR_EPS)
+                cols["rho_hat"] = rho.detach().double().numpy()
+        rho_hat = cols.get("rho_hat", nan)
+        cols["h_rho"] = h * rho_hat
+        cols["stiffness_indicator"] = h * rho_hat / boundary
+
+        # Reference eigenpair at the step's start.
+        eig = eig_at(n)
+        if eig is not None:
+            val = eig.value
+            cols["lambda_max"] = val.abs().double().numpy()
+            cols["lambda_real"] = (val.real if val.is_complex() else val).double().numpy()
+            cols["h_lambda"] = h * cols["lambda_max"]
+            cols["reference_products"] = np.full(len(sel), eig.num_products / len(sel))
+
+        # Local truncation error of the step actually taken, against v₁ at its start.
+        diffusion_end = trajectory.time_name == "sigma" and float(t_next) == 0
+        if lte and not diffusion_end:
+            x_ref = reference_step(f, t, x, t_next - t, method=lte_method, matrix=matrix)
+            err = x_ref - x_next
+            cols["lte_norm"] = flat_norm(err).double().numpy()
+            if real_vector(eig) is not None:
+                cols["cos_lte_v1"] = alignment(real_vector(eig), lte=err)["lte"].double().numpy()
+        # The pair lives at (t_{n+1}, x_{n+1}): compare it with v₁ there.
+        if dx is not None and method is not None:
+            v1_next = real_vector(eig_at(n + 1))
+            if v1_next is not None:
+                al = alignment(v1_next, dx=dx, df=df)
+                cols["cos_dx_v1"] = al["dx"].double().numpy()
+                cols["cos_df_v1"] = al["df"].double().numpy()
+
+        frame = pd.DataFrame(
+            {"step": n, "sample": sample_ids, "t": float(t), "h": h, "t_next": float(t_next), **cols}
+        )
+        for name, value in trajectory.diagnostics.items():
+            frame[name] = value[n][sel].detach().double().cpu().numpy()
+        rows.append(frame)
+
+    out = conform(pd.concat(rows, ignore_index=True)) if rows else conform(pd.DataFrame())
+    out["stiff"] = out["stiffness_indicator"] >= stiff_threshold
+    out.attrs.update(reference=method, stability_boundary=boundary, tableau=trajectory.tableau)
+    return out

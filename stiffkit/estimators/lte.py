@@ -1,0 +1,170 @@
+"""Local truncation error of one step and its alignment with eigenvectors.
+
+The LTE of a step from ``(t, x)`` is ``x_ref(t + h) − x_step``, where ``x_ref`` is the
+exact flow from ``x`` (DESIGN.md §3). The reference is exact for linear problems (a matrix
+exponential) and otherwise a converged solve of the same ODE: torchdiffeq ``dopri5`` at
+tight tolerance, or many RK4 substeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stiffkit._utils import check_finite, check_tensor, flat_cosine, flat_dot
+from stiffkit.integrate.rk import RKStep, rk_step, solve_fixed
+
+__all__ = [
+    "LTE",
+    "reference_step",
+    "local_truncation_error",
+    "eigen_coefficients",
+    "alignment",
+    "REFERENCE_RTOL",
+    "REFERENCE_ATOL",
+]
+
+#: Tolerances of the torchdiffeq reference solve (float64).
+REFERENCE_RTOL = 1e-10
+REFERENCE_ATOL = 1e-12
+#: RK4 substeps of the fixed-step reference.
+REFERENCE_SUBSTEPS = 64
+
+
+class LTE(NamedTuple):
+    """Local truncation error of one step.
+
+    Attributes
+    ----------
+    lte : Tensor, [batch, *dims]
+        ``x_ref − x_step``.
+    x_ref : Tensor, [batch, *dims]
+        Accurate solution at ``t + h``.
+    step : RKStep
+        The step that was measured.
+    """
+
+    lte: Tensor
+    x_ref: Tensor
+    step: RKStep
+
+
+def reference_step(
+    f: Callable[[Tensor, Tensor], Tensor],
+    t: float | Tensor,
+    x: Tensor,
+    h: float | Tensor,
+    *,
+    method: str = "dopri5",
+    matrix: Tensor | np.ndarray | None = None,
+    rtol: float = REFERENCE_RTOL,
+    atol: float = REFERENCE_ATOL,
+    substeps: int = REFERENCE_SUBSTEPS,
+) -> Tensor:
+    """Return an accurate solution of ``dx/dt = f(t, x)`` at ``t + h`` from `x`.
+
+    Parameters
+    ----------
+    f : callable
+        Drift ``f(t, x)``.
+    t, h : float or 0-d Tensor
+        Start time and step (shared by the batch).
+    x : Tensor, [batch, *dims]
+        Start state.
+    method : {"dopri5", "rk4", "exact"}
+        torchdiffeq's dopri5 at (`rtol`, `atol`) in float64; `substeps` RK4 steps; or the
+        exact flow ``expm(h·matrix)`` of an autonomous linear drift ``f = matrix·x``.
+    matrix : array, [n, n], optional
+        The linear drift's matrix (``method="exact"``; n = prod(dims)).
+    """
+    check_tensor(x, "x")
+    check_finite(x, "x")
+    t0, hh = float(t), float(h)
+    if hh == 0 or not np.isfinite(hh):
+        raise ValueError("`h` must be nonzero and finite.")
+    x64 = x.detach().to(torch.float64)
+    if method == "exact":
+        if matrix is None:
+            raise ValueError("`matrix` is required with method='exact'.")
+        M = torch.as_tensor(np.array(matrix, dtype=np.float64))
+        flat = x64.reshape(x.shape[0], -1)
+        if M.shape != (flat.shape[1], flat.shape[1]):
+            raise ValueError(f"`matrix` must have shape {(flat.shape[1],) * 2}, got {tuple(M.shape)}.")
+        out = flat @ torch.linalg.matrix_exp(hh * M).T
+        return out.reshape(x.shape).to(x.dtype)
+
+    def f64(tt, y):
+        return f(tt, y.to(x.dtype)).to(torch.float64)
+
+    if method == "dopri5":
+        import torchdiffeq
+
+        ts = torch.tensor([t0, t0 + hh], dtype=torch.float64)
+        out = torchdiffeq.odeint(f64, x64, ts, rtol=rtol, atol=atol, method="dopri5")[-1]
+    elif method == "rk4":
+        grid = torch.linspace(t0, t0 + hh, substeps + 1, dtype=torch.float64)
+        out = solve_fixed(f64, x64, grid, "rk4").states[-1]
+    else:
+        raise ValueError(f"`method` must be 'dopri5', 'rk4' or 'exact', got {method!r}.")
+    return out.to(x.dtype)
+
+
+def local_truncation_error(
+    f: Callable[[Tensor, Tensor], Tensor],
+    t: float | Tensor,
+    x: Tensor,
+    h: float | Tensor,
+    tableau,
+    *,
+    reference: str = "dopri5",
+    matrix=None,
+    **reference_kwargs,
+) -> LTE:
+    """Take one step of `tableau` from ``(t, x)`` and measure its LTE against a reference.
+
+    See :func:`reference_step` for `reference` (``"dopri5"``, ``"rk4"``, ``"exact"``).
+    """
+    step = rk_step(f, t, x, h, tableau)
+    x_ref = reference_step(f, t, x, h, method=reference, matrix=matrix, **reference_kwargs)
+    return LTE(x_ref - step.x, x_ref, step)
+
+
+def eigen_coefficients(v: Tensor, eigenvectors: Tensor) -> Tensor:
+    """Return ``⟨v, v_k⟩`` per sample and eigenvector, ``[batch, K]``.
+
+    Parameters
+    ----------
+    v : Tensor, [batch, *dims]
+    eigenvectors : Tensor, [batch, K, *dims] (or [K, *dims] shared by the batch)
+        Real, unit-norm eigenvectors (e.g. ``eig_dense(...).vectors``).
+    """
+    check_tensor(v, "v")
+    if eigenvectors.ndim == v.ndim:  # shared by the batch
+        eigenvectors = eigenvectors.expand(v.shape[0], *eigenvectors.shape)
+    if eigenvectors.shape[0] != v.shape[0] or eigenvectors.shape[2:] != v.shape[1:]:
+        raise ValueError(
+            f"`eigenvectors` must have shape [batch, K, *dims] = [{v.shape[0]}, K, "
+            f"{', '.join(map(str, v.shape[1:]))}], got {tuple(eigenvectors.shape)}."
+        )
+    if eigenvectors.is_complex():
+        raise ValueError("`eigenvectors` must be real (project on real eigenvectors only).")
+    K = eigenvectors.shape[1]
+    return torch.stack([flat_dot(v, eigenvectors[:, k].to(v.dtype)) for k in range(K)], dim=1)
+
+
+def alignment(v1: Tensor, **vectors: Tensor) -> dict[str, Tensor]:
+    """Return ``|cos(vector, v₁)|`` per sample for each named vector (0 for zero vectors).
+
+    The sign of an eigenvector is arbitrary, hence the absolute value.
+    Example: ``alignment(v1, lte=lte, dx=dx, df=df)``.
+    """
+    out = {}
+    for name, vec in vectors.items():
+        if vec.shape != v1.shape:
+            raise ValueError(f"`{name}` must have the shape of `v1` {tuple(v1.shape)}, got {tuple(vec.shape)}.")
+        out[name] = flat_cosine(vec, v1.to(vec.dtype)).abs()
+    return out

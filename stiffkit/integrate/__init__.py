@@ -1,0 +1,26 @@
+"""Explicit Runge–Kutta integration in torch, batched over samples.
+
+* :mod:`~stiffkit.integrate.rk` — one step (:func:`rk_step`, stages and embedded solution
+  kept) and the fixed-grid solve :func:`solve_fixed`;
+* :mod:`~stiffkit.integrate.adaptive` — :func:`solve_adaptive` with an embedded pair;
+* :mod:`~stiffkit.integrate.trajectory` — :class:`Trajectory`, what every solver and sampler
+  records and :func:`stiffkit.analyze` reads;
+* :mod:`~stiffkit.integrate.convergence` — measured convergence orders.
+"""
+
+from stiffkit.integrate.adaptive import AdaptiveSolution, solve_adaptive
+from stiffkit.integrate.convergence import convergence_study, fitted_order
+from stiffkit.integrate.rk import RKStep, pair_stage_index, rk_step, solve_fixed
+from stiffkit.integrate.trajectory import Trajectory
+
+__all__ = [
+    "AdaptiveSolution",
+    "RKStep",
+    "Trajectory",
+    "convergence_study",
+    "fitted_order",
+    "pair_stage_index",
+    "rk_step",
+    "solve_adaptive",
+    "solve_fixed",
+]

@@ -1,0 +1,338 @@
+"""Batched explicit Runge–Kutta steps in torch, and a fixed-grid integrator.
+
+One generic step serves every tableau: stage i evaluates ``k_i = f(t + c_i h, g_i)`` at
+``g_i = x + h Σ_{j<i} a_ij k_j``; the main and embedded solutions are
+``x + h Σ b_i k_i`` and ``x + h Σ b̂_i k_i``. Inputs are never written in place, so the
+step is differentiable with autograd.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple, Union
+
+import torch
+from torch import Tensor
+
+from stiffkit._utils import broadcast_per_sample, check_finite, check_tensor
+from stiffkit.integrate.trajectory import Trajectory
+from stiffkit.tableaux import ButcherTableau, get_tableau
+
+__all__ = ["RKStep", "rk_step", "solve_fixed", "pair_stage_index"]
+
+Drift = Callable[[Tensor, Tensor], Tensor]
+TimeLike = Union[float, Tensor]
+
+
+class RKStep(NamedTuple):
+    """The result of one Runge–Kutta step (immutable).
+
+    Attributes
+    ----------
+    x : Tensor, [batch, *dims]
+        Main solution at ``t + h``.
+    x_hat : Tensor or None, [batch, *dims]
+        Embedded solution (None without ``b_hat``).
+    error : Tensor or None, [batch, *dims]
+        ``x − x_hat``, the classical local error estimate.
+    k : tuple of Tensor, s × [batch, *dims]
+        Stage derivatives ``k_i = f(t + c_i h, g_i)``.
+    g : tuple of Tensor, s × [batch, *dims]
+        Stage arguments ``g_i``.
+    t : Tensor
+        Start time (0-d or [batch]).
+    h : Tensor
+        Step size (0-d or [batch]).
+    num_evals : int
+        Evaluations of ``f`` made by this step (s, or s − 1 with a reused first stage).
+    """
+
+    x: Tensor
+    x_hat: Tensor | None
+    error: Tensor | None
+    k: tuple[Tensor, ...]
+    g: tuple[Tensor, ...]
+    t: Tensor
+    h: Tensor
+    num_evals: int
+
+
+def _as_time(value: TimeLike, name: str, x: Tensor) -> Tensor:
+    """Convert a scalar or per-sample time to a tensor of x's dtype/device."""
+    val = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if val.ndim > 1 or (val.ndim == 1 and val.shape[0] != x.shape[0]):
+        raise ValueError(
+            f"`{name}` must be a scalar or have shape [batch] = [{x.shape[0]}], "
+            f"got shape {tuple(val.shape)}."
+        )
+    check_finite(val, name)
+    return val
+
+
+def _combine(x: Tensor, h: Tensor, coeffs, ks) -> Tensor:
+    """Return ``x + h Σ coeffs_j k_j``, skipping zero coefficients."""
+    acc = None
+    for a, k in zip(coeffs, ks):
+        if a:
+            if acc is None:
+                acc = k * float(a)
+            else:
+                # In place on our own temporary only (never on inputs); autograd-safe
+                # because mul/add do not need their outputs for the backward pass.
+                acc = acc.add_(k, alpha=float(a)) if not acc.requires_grad else acc + float(a) * k
+    if acc is None:
+        return x
+    if h.ndim == 0:
+        return torch.add(x, acc, alpha=float(h)) if not h.requires_grad else x + h * acc
+    return x + broadcast_per_sample(h, x) * acc
+
+
+class _Coefficients(NamedTuple):
+    """A tableau's coefficients as Python floats (converted once per tableau)."""
+
+    A: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
+    e: tuple[float, ...] | None  # error weights b − b̂
+    embedded_stage: int | None  # stage whose argument is x̂ (b̂ is a row of A), if any
+
+
+@functools.lru_cache(maxsize=None)
+def _coefficients(tableau: ButcherTableau) -> _Coefficients:
+    def floats(row):
+        return tuple(float(a) for a in row)
+
+    return _Coefficients(
+        A=tuple(floats(row[:i]) for i, row in enumerate(tableau.A)),
+        b=floats(tableau.b),
+        c=floats(tableau.c),
+        e=floats(tableau.error_weights) if tableau.b_hat is not None else None,
+        embedded_stage=_embedded_stage(tableau),
+    )
+
+
+def _check_drift_output(k: Tensor, x: Tensor) -> None:
+    if not isinstance(k, Tensor) or k.shape != x.shape:
+        shape = tuple(k.shape) if isinstance(k, Tensor) else type(k).__name__
+        raise ValueError(f"`f` must return a tensor of the state's shape {tuple(x.shape)}, got {shape}.")
+
+
+def rk_step(
+    f: Drift,
+    t: TimeLike,
+    x: Tensor,
+    h: TimeLike,
+    tableau: ButcherTableau | str,
+    *,
+    k1: Tensor | None = None,
+) -> RKStep:
+    """Take one explicit Runge–Kutta step of ``dx/dt = f(t, x)``.
+
+    Parameters
+    ----------
+    f : callable
+        Drift ``f(t, x) -> dx/dt`` (torchdiffeq's argument order), batched over the
+        first dimension of ``x``; ``t`` is passed as a tensor (0-d or [batch]).
+    t : float or Tensor
+        Start time, scalar or per sample ([batch]).
+    x : Tensor, [batch, *dims]
+        State at `t` (float32 or float64). Not modified.
+    h : float or Tensor
+        Step size, scalar or per sample; negative integrates backwards. Must be
+        nonzero and finite.
+    tableau : ButcherTableau or str
+        The method, or its catalogue name.
+    k1 : Tensor, optional
+        ``f(t, x)`` if already known (FSAL reuse: the previous step's last stage);
+        saves one evaluation.
+
+    Returns
+    -------
+    RKStep
+        Main and embedded solutions, error estimate, stages and stage arguments.
+
+    Raises
+    ------
+    ValueError
+        For a non-finite state, a zero or non-finite step, or a drift whose output
+        does not have the state's shape.
+    """
+    tableau = get_tableau(tableau)
+    check_tensor(x, "x")
+    check_finite(x, "x")
+    t_ = _as_time(t, "t", x)
+    h_ = _as_time(h, "h", x)
+    if bool((h_ == 0).any()):
+        raise ValueError("`h` must be nonzero.")
+    if k1 is not None:
+        check_tensor(k1, "k1")
+        if k1.shape != x.shape:
+            raise ValueError(
+                f"`k1` must have the state's shape {tuple(x.shape)}, got {tuple(k1.shape)}."
+            )
+
+    return _step(f, t_, x, h_, tableau, k1)
+
+
+def _step(f: Drift, t: Tensor, x: Tensor, h: Tensor, tableau: ButcherTableau,
+          k1: Tensor | None, with_error: bool = True) -> RKStep:
+    """:func:`rk_step` on validated inputs (``t``, ``h`` already tensors of x's dtype)."""
+    co = _coefficients(tableau)
+    ks: list[Tensor] = []
+    gs: list[Tensor] = []
+    num_evals = 0
+    for i, (row, ci) in enumerate(zip(co.A, co.c)):
+        g = _combine(x, h, row, ks)
+        if i == 0 and k1 is not None:
+            k = k1
+        else:
+            k = f(t + ci * h if ci else t, g)
+            num_evals += 1
+            _check_drift_output(k, x)
+        gs.append(g)
+        ks.append(k)
+
+    if tableau.fsal:
+        x_new = gs[-1]  # identical to x + h Σ b_j k_j: the last row of A is b
+    else:
+        x_new = _combine(x, h, co.b, ks)
+    x_hat = error = None
+    if co.e is not None:
+        # Reuse a stage argument when b̂ is a row of A (Heun/Euler: x̂ is the Euler point).
+        same = co.embedded_stage
+        x_hat = gs[same] if same is not None else _combine(x, h, _b_hat_floats(tableau), ks)
+        if with_error:
+            # The difference is formed from the error weights directly, which avoids the
+            # cancellation of subtracting two nearly equal solutions.
+            error = _combine(torch.zeros_like(x), h, co.e, ks)
+    return RKStep(x_new, x_hat, error, tuple(ks), tuple(gs), t, h, num_evals)
+
+
+@functools.lru_cache(maxsize=None)
+def _b_hat_floats(tableau: ButcherTableau) -> tuple[float, ...]:
+    """The embedded weights as floats (cached)."""
+    return tuple(float(a) for a in tableau.b_hat)
+
+
+@functools.lru_cache(maxsize=None)
+def _embedded_stage(tableau: ButcherTableau) -> int | None:
+    """Index i with A[i] = b̂ exactly (then x̂ = g_i), or None."""
+    if tableau.b_hat is None:
+        return None
+    for i, row in enumerate(tableau.A):
+        if row == tableau.b_hat:
+            return i
+    return None
+
+
+def pair_stage_index(tableau: ButcherTableau | str) -> int | None:
+    """Return the stage paired with the new solution at the same time, or None.
+
+    That is the last stage at abscissa ``c = 1`` whose argument is not the new solution
+    itself (row of ``A`` ≠ ``b``): Heun's Euler point (stage 2), DOPRI5's stage 6,
+    DOP853's stage 12, RK4's stage 4. Its ``(g, k)`` and ``(x_{n+1}, f(x_{n+1}))`` form
+    a pair at the same time, i.e. Hairer's stage difference and ERK-Guid's pair.
+    """
+    tab = get_tableau(tableau)
+    for i in reversed(range(tab.num_stages)):
+        if abs(tab.c[i] - 1) <= tab.tol and any(
+            abs(tab.A[i][j] - tab.b[j]) > tab.tol for j in range(tab.num_stages)
+        ):
+            return i
+    return None
+
+
+def solve_fixed(
+    f: Drift,
+    x0: Tensor,
+    t: Tensor,
+    tableau: ButcherTableau | str = "rk4",
+    *,
+    record_stages: bool = False,
+    callback: Callable[[int, RKStep], None] | None = None,
+) -> Trajectory:
+    """Integrate ``dx/dt = f(t, x)`` on a given time grid and record the trajectory.
+
+    Parameters
+    ----------
+    f : callable
+        Drift ``f(t, x)``.
+    x0 : Tensor, [batch, *dims]
+        Initial state at ``t[0]``.
+    t : Tensor or sequence, [N + 1]
+        Strictly monotone time grid (increasing or decreasing).
+    tableau : ButcherTableau or str
+        The method (FSAL tableaux reuse their last stage: s − 1 evaluations per step).
+    record_stages : bool
+        Also keep every stage and stage argument (``stage_k``, ``stage_g``).
+    callback : callable, optional
+        Called as ``callback(n, step)`` after step n.
+
+    Returns
+    -------
+    Trajectory
+        States at every grid point, the drift at each step's start, embedded
+        solutions (pairs), the same-time stage pair, and the evaluation count.
+    """
+    tableau = get_tableau(tableau)
+    check_tensor(x0, "x0")
+    check_finite(x0, "x0")
+    grid = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
+    if grid.ndim != 1 or grid.shape[0] < 2:
+        raise ValueError(f"`t` must be a 1-D grid with at least 2 points, got shape {tuple(grid.shape)}.")
+    check_finite(grid, "t")
+    d = grid[1:] - grid[:-1]
+    if not (bool((d > 0).all()) or bool((d < 0).all())):
+        raise ValueError("`t` must be strictly monotone (increasing or decreasing).")
+
+    pair = pair_stage_index(tableau)
+    states, drifts, embedded, pair_g, pair_k, all_k, all_g = [x0], [], [], [], [], [], []
+    x, k1, nfe = x0, None, 0
+    # The grid and x0 are validated once above; the steps skip rk_step's per-call checks
+    # (each one a host sync) and the states' finiteness is checked once at the end.
+    steps_h = d
+    for n in range(grid.shape[0] - 1):
+        step = _step(f, grid[n], x, steps_h[n], tableau, k1, with_error=callback is not None)
+        nfe += step.num_evals
+        drifts.append(step.k[0])
+        if step.x_hat is not None:
+            embedded.append(step.x_hat)
+        if pair is not None:
+            pair_g.append(step.g[pair])
+            pair_k.append(step.k[pair])
+        if record_stages:
+            all_k.append(torch.stack(step.k))
+            all_g.append(torch.stack(step.g))
+        x = step.x
+        states.append(x)
+        k1 = step.k[-1] if tableau.fsal else None
+        if callback is not None:
+            callback(n, step)
+
+    def stack(items):
+        return torch.stack(items) if items else None
+
+    all_states = torch.stack(states)
+    finite = torch.isfinite(all_states.reshape(all_states.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):
+        n_bad = int((~finite).nonzero()[0, 0])
+        raise ValueError(
+            f"The solution became NaN or Inf at grid point {n_bad} (t = {float(grid[n_bad]):.6g}), "
+            f"after step {n_bad - 1}: the step size is probably outside {tableau.name!r}'s "
+            "stability region for this drift (see stiffkit.real_stability_interval)."
+        )
+    return Trajectory(
+        times=grid,
+        states=all_states,
+        drifts=torch.stack(drifts),
+        final_drift=k1,
+        embedded=stack(embedded),
+        pair_states=stack(pair_g),
+        pair_drifts=stack(pair_k),
+        stage_k=stack(all_k),
+        stage_g=stack(all_g),
+        f=f,
+        tableau=tableau.name,
+        nfe=nfe,
+    )

@@ -1,0 +1,147 @@
+"""The record of an integration, shared by every stiffkit integrator and sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["Trajectory"]
+
+
+@dataclass(frozen=True, eq=False)
+class Trajectory:
+    """States, drifts and embedded-pair data along one integration.
+
+    Produced by :func:`stiffkit.solve_fixed`, :func:`stiffkit.solve_adaptive` (accepted
+    steps) and the diffusion samplers; consumed by :func:`stiffkit.analyze`.
+
+    Attributes
+    ----------
+    times : Tensor, shape [N + 1]
+        Time grid ``t_0 … t_N`` (for diffusion: the noise levels ``σ_0 > … > σ_N``).
+    states : Tensor, shape [N + 1, batch, *dims]
+        ``x_0 … x_N``; ``states[-1]`` is the final state.
+    drifts : Tensor, shape [N, batch, *dims]
+        ``f(t_n, x_n)`` for every step's starting point (stage 1 of step n).
+    final_drift : Tensor or None, shape [batch, *dims]
+        ``f(t_N, x_N)`` when it was computed anyway (FSAL methods), else None.
+    embedded : Tensor or None, shape [N, batch, *dims]
+        Embedded solution ``x̂_{n+1}`` of each step (tableaux with ``b_hat``).
+    pair_states, pair_drifts : Tensor or None, shape [N, batch, *dims]
+        A second point at time ``t_{n+1}`` with its drift, produced by step n at no
+        extra cost: the last stage at abscissa ``c = 1`` whose argument differs from
+        ``x_{n+1}`` (Heun: the Euler point; DOPRI5: stage 6; DOP853: stage 12). Paired
+        with ``(x_{n+1}, f(t_{n+1}, x_{n+1}))`` it gives the stiffness estimate of
+        Proposition 1 / Hairer's stage difference.
+    stage_k, stage_g : Tensor or None, shape [N, s, batch, *dims]
+        All stages and stage arguments, when recorded.
+    f : callable or None
+        The drift ``f(t, x)`` that was integrated, for reference computations.
+    tableau : str or None
+        Name of the Runge–Kutta method (or sampler).
+    diagnostics : dict of str to Tensor
+        Per-step, per-sample quantities ``[N, batch]`` (e.g. the ERK-Guid gate).
+    nfe : int
+        Number of evaluations of ``f`` spent.
+    time_name : str
+        What the time variable is called ("t", or "sigma" for diffusion).
+    """
+
+    times: Tensor
+    states: Tensor
+    drifts: Tensor
+    final_drift: Tensor | None = None
+    embedded: Tensor | None = None
+    pair_states: Tensor | None = None
+    pair_drifts: Tensor | None = None
+    stage_k: Tensor | None = None
+    stage_g: Tensor | None = None
+    f: Callable[[Tensor, Tensor], Tensor] | None = field(default=None, repr=False)
+    tableau: str | None = None
+    diagnostics: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    nfe: int = 0
+    time_name: str = "t"
+
+    def __post_init__(self) -> None:
+        n = self.times.shape[0] - 1
+        if self.times.ndim != 1 or n < 0:
+            raise ValueError(f"`times` must be 1-D, got shape {tuple(self.times.shape)}.")
+        if self.states.shape[0] != n + 1:
+            raise ValueError(
+                f"`states` must have {n + 1} entries along dim 0 (one per time), "
+                f"got {self.states.shape[0]}."
+            )
+        per_step = {
+            "drifts": self.drifts,
+            "embedded": self.embedded,
+            "pair_states": self.pair_states,
+            "pair_drifts": self.pair_drifts,
+        }
+        for name, val in per_step.items():
+            if val is not None and tuple(val.shape) != (n, *self.states.shape[1:]):
+                raise ValueError(
+                    f"`{name}` must have shape {(n, *self.states.shape[1:])}, "
+                    f"got {tuple(val.shape)}."
+                )
+        for name, val in self.diagnostics.items():
+            if val.shape[0] != n:
+                raise ValueError(f"diagnostic `{name}` must have {n} rows, got {val.shape[0]}.")
+
+    @classmethod
+    def from_states(
+        cls,
+        times,
+        states: Tensor,
+        f: Callable[[Tensor, Tensor], Tensor] | None = None,
+        *,
+        name: str | None = None,
+        time_name: str = "t",
+    ) -> Trajectory:
+        """Wrap states saved by another solver (e.g. ``torchdiffeq.odeint`` output).
+
+        Parameters
+        ----------
+        times : Tensor or sequence, [N + 1]
+            The times of `states`.
+        states : Tensor, [N + 1, batch, *dims]
+            Solution at `times`.
+        f : callable, optional
+            The drift; when given, the drifts at ``times[:-1]`` are evaluated (N extra
+            evaluations, counted in ``nfe``) so reference analyses can run. There is no
+            pair data, so :func:`stiffkit.analyze` leaves ``rho_hat`` empty — use
+            :class:`stiffkit.analysis.monitor.StiffnessMonitor` to record it during the solve.
+        """
+        times = torch.as_tensor(times, dtype=states.dtype, device=states.device)
+        if f is not None:
+            drifts = torch.stack([f(times[n], states[n]) for n in range(states.shape[0] - 1)])
+            nfe = states.shape[0] - 1
+        else:
+            drifts = torch.full_like(states[:-1], float("nan"))
+            nfe = 0
+        return cls(times=times, states=states, drifts=drifts, f=f, tableau=name, nfe=nfe,
+                   time_name=time_name)
+
+    @property
+    def num_steps(self) -> int:
+        """Number of steps N."""
+        return self.times.shape[0] - 1
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples."""
+        return self.states.shape[1]
+
+    @property
+    def steps(self) -> Tensor:
+        """Signed step sizes ``t_{n+1} − t_n``, shape [N]."""
+        return self.times[1:] - self.times[:-1]
+
+    @property
+    def next_drifts(self) -> Tensor | None:
+        """``f(t_{n+1}, x_{n+1})`` for n = 0 … N−1, or None if the last one is unknown."""
+        if self.final_drift is None:
+            return None
+        return torch.cat([self.drifts[1:], self.final_drift[None]], dim=0)

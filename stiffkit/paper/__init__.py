@@ -1,0 +1,16 @@
+"""The paper-reproduction layer: the 2-D toy world and the settings of the paper's experiments.
+
+Built on the toolkit (:mod:`stiffkit.diffusion`, :mod:`stiffkit.estimators`), used by the
+scripts in ``experiments/`` and by ``paper_repro.ipynb``:
+
+* :mod:`~stiffkit.paper.toy` — :func:`toy_world`: the exact tree mixtures, the learned models
+  and the guidance weights in one object;
+* :mod:`~stiffkit.paper.alignment` — per-step eigenvector alignment along Heun trajectories
+  (Figs. 2–3);
+* :mod:`~stiffkit.paper.quality` — sampler-quality runs at the paper's settings (Fig. 4,
+  Table 1).
+"""
+
+from stiffkit.paper.toy import ToyWorld, toy_world
+
+__all__ = ["ToyWorld", "toy_world"]

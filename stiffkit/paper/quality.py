@@ -1,0 +1,370 @@
+"""Sample quality of sampler settings on the toy world: sample with a method at N steps, score it.
+
+The comparisons behind the paper's Fig. 4 (a w_stiff × w_con grid) and its tables (Heun,
+ERK-Guid, CFG, autoguidance, with and without ERK-Guid) are the same computation: for each
+``(num_steps, method)`` draw samples from the same initial states, time the sampler, count its
+evaluations, and score the result with :func:`stiffkit.diffusion.metrics.evaluate` against one
+exact truth sample — and the endpoints against a converged solve of the *same* (guided) ODE
+from the same states (DESIGN.md §6). :func:`compare` does exactly that and returns one row per
+run, plus a row of exact samples whose metrics are the noise floors.
+
+Everything random derives from one ``seed``: the initial states use per-sample seeds
+``seed · SEED_STRIDE + i`` (sample i does not depend on the batch size, so a quick run's
+samples are the first rows of a full run's), and the truth draw, the floor draw and the
+metrics' directions/resampling come from independent streams of ``SeedSequence(seed)``. All
+methods share the metric seed (common random numbers: the same sliced-Wasserstein directions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from stiffkit.diffusion.metrics import DEFAULT_NUM_BOOTSTRAP, evaluate
+from stiffkit.diffusion.samplers import REFERENCE_STEPS, reference_sample, sample_final
+from stiffkit.paper.toy import GUIDED_METHODS, ToyWorld
+
+__all__ = [
+    "PAPER_SETTINGS",
+    "PAPER_W_STIFF_32",
+    "SEED_STRIDE",
+    "EXACT_LABEL",
+    "Method",
+    "SamplerRun",
+    "paper_setting",
+    "run_method",
+    "compare",
+    "time_methods",
+]
+
+#: ERK-Guid's ``(w_stiff, w_con)`` in the paper (ImageNet-512, EDM2-S; DESIGN.md §4 and the
+#: reference code's ``scripts/reproduce.sh``), keyed by ``(guided, num_steps)``. Unguided at 32
+#: steps the paper sweeps ``w_stiff`` over :data:`PAPER_W_STIFF_32`; 1.0 is listed here (the
+#: value its guided runs use). Guided runs (CFG and AG alike) exist at 16 and 32 steps only.
+PAPER_SETTINGS: dict[tuple[bool, int], tuple[float, float]] = {
+    (False, 8): (0.5, 0.1),
+    (False, 16): (0.75, 0.3),
+    (False, 32): (1.0, 0.5),
+    (True, 16): (0.75, 0.5),
+    (True, 32): (1.0, 0.5),
+}
+#: The paper's 32-step w_stiff sweep (w_con 0.5).
+PAPER_W_STIFF_32 = (0.5, 1.0, 1.5, 2.0, 2.5)
+#: Initial state ``i`` of base seed ``s`` uses the per-sample seed ``s · SEED_STRIDE + i``,
+#: so different base seeds never share a start as long as ``num_samples < SEED_STRIDE``.
+SEED_STRIDE = 10**7
+#: Label of the exact-sample row of :func:`compare` (its metrics are the noise floors).
+EXACT_LABEL = "exact samples"
+#: Metric columns whose exact-sample value :func:`compare` copies into ``{name}_floor``.
+_FLOORED = ("sw", "outlier_rate", "precision", "recall", "occupancy", "component_tv")
+
+
+def paper_setting(num_steps: int, guided: bool = False) -> tuple[float, float]:
+    """Return the paper's ERK-Guid ``(w_stiff, w_con)`` at `num_steps` (see :data:`PAPER_SETTINGS`).
+
+    Raises
+    ------
+    ValueError
+        If the paper has no setting for this step count (and guidance).
+    """
+    key = (bool(guided), int(num_steps))
+    if key not in PAPER_SETTINGS:
+        known = sorted(n for g, n in PAPER_SETTINGS if g == key[0])
+        kind = "guided" if guided else "unguided"
+        raise ValueError(f"The paper has no {kind} setting at `num_steps`={num_steps}; it has {known}.")
+    return PAPER_SETTINGS[key]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A sampler configuration: guidance, ERK-Guid strength and gate, pair or oracle estimate.
+
+    Attributes
+    ----------
+    label : str
+        Name in tables and legends.
+    guidance : {"none", "cfg", "ag"}
+        Denoiser of :meth:`ToyWorld.denoiser` (learned models, default guidance weights).
+    w_stiff, w_con : float
+        ERK-Guid strength and gate (``w_stiff = 0``: the plain solver).
+    oracle : {None, "dense", "power", "arpack"}
+        Replace the pair's ``ρ̂, v̂`` by the exact dominant eigenpair (costs Jacobian products).
+    solver : str
+        Sampler of :func:`stiffkit.diffusion.samplers.sample` (EDM Heun by default).
+    """
+
+    label: str
+    guidance: str = "none"
+    w_stiff: float = 0.0
+    w_con: float = 0.0
+    oracle: str | None = None
+    solver: str = "heun"
+
+    def __post_init__(self) -> None:
+        if self.guidance not in GUIDED_METHODS:
+            raise ValueError(f"`guidance` must be one of {GUIDED_METHODS}, got {self.guidance!r}.")
+        for name in ("w_stiff", "w_con"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"`{name}` must be a finite non-negative number, got {value!r}.")
+
+    @property
+    def erk(self) -> bool:
+        """Whether ERK-Guid's estimate is in use (a correction, or the oracle's diagnostics)."""
+        return self.w_stiff > 0 or self.oracle is not None
+
+
+class SamplerRun(NamedTuple):
+    """One sampler run: the samples and what it cost.
+
+    Attributes
+    ----------
+    samples : Tensor, [n, d]
+    nfe : int
+        Denoiser evaluations the sampler counts (``2N − 1`` for EDM Heun, ERK-Guid included).
+    network_calls : int
+        Every call of the denoiser, including the oracle's Jacobian products (a JVP calls the
+        network once per tangent, at roughly the cost of a forward and a backward pass).
+    seconds : float
+        Wall time of the sampler alone (:func:`compare` warms each denoiser up first).
+    gate_rate : float
+        Fraction of (sample, step) pairs where the correction was on (``ρ > w_con``), over the
+        steps that have a pair; NaN without ERK-Guid.
+    rho_median : float
+        Median of the stiffness estimate over those (sample, step) pairs.
+    """
+
+    samples: Tensor
+    nfe: int
+    network_calls: int
+    seconds: float
+    gate_rate: float
+    rho_median: float
+
+
+def run_method(world: ToyWorld, method: Method, x_init: Tensor, num_steps: int) -> SamplerRun:
+    """Sample `method` from `x_init` on the toy's EDM grid of `num_steps` steps, timed.
+
+    Parameters
+    ----------
+    world : ToyWorld
+    method : Method
+    x_init : Tensor, [n, d]
+        Exact samples of ``p_{σ_max}`` (:meth:`ToyWorld.initial_state`).
+    num_steps : int
+        Grid size N (N − 1 solver steps and a final Euler step).
+
+    Returns
+    -------
+    SamplerRun
+    """
+    denoiser = world.denoiser(method.guidance)
+    calls = 0
+
+    def counted(x: Tensor, sigma: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        return denoiser(x, sigma)
+
+    rhos: list[Tensor] = []
+    betas: list[Tensor] = []
+
+    def record(step: dict[str, Any]) -> None:
+        rho = step["rho"]
+        if not bool(torch.isnan(rho).all()):
+            rhos.append(rho)
+            betas.append(step["beta"])
+
+    start = time.perf_counter()
+    x, nfe = sample_final(counted, x_init, world.sigmas(num_steps), solver=method.solver,
+                          w_stiff=method.w_stiff, w_con=method.w_con, oracle=method.oracle,
+                          callback=record)
+    seconds = time.perf_counter() - start
+    rho_all = torch.cat(rhos).double() if rhos else torch.empty(0, dtype=torch.float64)
+    gate = float(torch.cat(betas).double().mean()) if (betas and method.erk) else float("nan")
+    rho_median = float(rho_all.nanmedian()) if rho_all.numel() else float("nan")
+    return SamplerRun(x.detach(), int(nfe), calls, seconds, gate, rho_median)
+
+
+def _digest(x: Tensor) -> str:
+    return hashlib.sha1(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def compare(
+    world: ToyWorld,
+    plan: Iterable[tuple[int, Method]],
+    *,
+    num_samples: int,
+    seed: int = 0,
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
+    ci: str = "percentile",
+    reference_steps: int = REFERENCE_STEPS,
+    include_exact: bool = True,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Sample and score each ``(num_steps, method)`` of `plan` from the same initial states.
+
+    Parameters
+    ----------
+    world : ToyWorld
+        The tree world; the target is ``world.exact`` (class A).
+    plan : iterable of (int, Method)
+        Runs, in order; methods may differ per step count.
+    num_samples : int
+        Samples per run (and the truth's size).
+    seed : int
+        Root of every random draw (see the module notes).
+    num_bootstrap : int
+        Bootstrap resamples of each metric's interval.
+    ci : {"percentile", "basic"}
+        Interval kind (:func:`~stiffkit.diffusion.metrics.evaluate`); "basic" corrects the
+        upward bias of resampled distances such as the sliced Wasserstein near its floor.
+    reference_steps : int
+        RK4 steps of the converged solve (:func:`reference_sample`; fewer only for smoke runs).
+    include_exact : bool
+        Append a row of exact class-A samples (an independent draw, same size, same truth):
+        its metrics are the noise floors, also copied into every row's ``*_floor`` columns.
+    progress : bool
+        Show a tqdm bar over the runs.
+
+    Returns
+    -------
+    DataFrame
+        One row per run: ``method, guidance, w_stiff, w_con, oracle, num_steps, nfe,
+        network_calls, sampler_seconds, gate_rate, rho_median`` and the columns of
+        :data:`stiffkit.diffusion.metrics.COLUMNS` (endpoint errors against
+        :func:`reference_sample` of the method's own denoiser; NaN in the exact row).
+        Runs whose samples are bit-identical to an earlier run's of the same guidance (e.g.
+        ``w_stiff = 0`` at any ``w_con``) reuse that run's scores.
+    """
+    plan = list(plan)
+    num_samples = _check_count(num_samples, "num_samples", 2)
+    seed = _check_count(seed, "seed", 0)
+    for item in plan:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Method)):
+            raise TypeError(f"`plan` must hold (num_steps, Method) pairs, got {item!r}.")
+    x_init = _initial_states(world, num_samples, seed)
+    ss_truth, ss_exact, ss_metric = np.random.SeedSequence(seed).spawn(3)
+    truth = world.exact.sample(num_samples, 0.0, generator=_generator(ss_truth))
+    metric_seed = int(ss_metric.generate_state(1, np.uint32)[0])
+
+    def score(samples: Tensor, reference: Tensor | None) -> dict[str, Any]:
+        row = evaluate(samples, world.exact, reference=reference, truth=truth, seed=metric_seed,
+                       num_bootstrap=num_bootstrap, ci=ci, noise_floor=False)
+        return row.iloc[0].to_dict()
+
+    references: dict[str, Tensor] = {}
+    scored: dict[tuple[str, str], dict[str, Any]] = {}
+    warmed: set[tuple[str, str | None]] = set()
+    rows = []
+    runs: Iterable[tuple[int, Method]] = plan
+    if progress:
+        from tqdm.auto import tqdm
+
+        runs = tqdm(plan, desc="sample + evaluate", unit="run")
+    for num_steps, method in runs:
+        if method.guidance not in references:
+            # One converged solve per denoiser serves every N: all grids share σ_max and σ_min.
+            references[method.guidance] = reference_sample(
+                world.denoiser(method.guidance), x_init, world.sigmas(num_steps),
+                num_steps=reference_steps).detach()
+        warm = (method.guidance, method.oracle)
+        if warm not in warmed:
+            # First calls pay one-off costs (lazy initialisation, forward-mode AD setup):
+            # keep them out of the timing.
+            run_method(world, method, x_init[:2], num_steps)
+            warmed.add(warm)
+        run = run_method(world, method, x_init, num_steps)
+        key = (method.guidance, _digest(run.samples))
+        if key not in scored:
+            scored[key] = score(run.samples, references[method.guidance])
+        rows.append({**_describe(method), "num_steps": int(num_steps), "nfe": run.nfe,
+                     "network_calls": run.network_calls, "sampler_seconds": run.seconds,
+                     "gate_rate": run.gate_rate, "rho_median": run.rho_median, **scored[key]})
+    if include_exact:
+        exact = world.exact.sample(num_samples, 0.0, generator=_generator(ss_exact))
+        floor = score(exact, None)
+        rows.append({"method": EXACT_LABEL, "guidance": "none", "w_stiff": float("nan"),
+                     "w_con": float("nan"), "oracle": None, "solver": None, "num_steps": 0,
+                     "nfe": 0, "network_calls": 0, "sampler_seconds": float("nan"),
+                     "gate_rate": float("nan"), "rho_median": float("nan"), **floor})
+        for row in rows:
+            for name in _FLOORED:
+                row[f"{name}_floor"] = floor[name]
+    df = pd.DataFrame(rows)
+    for col in ("num_steps", "nfe", "network_calls", "n", "n_truth"):
+        df[col] = df[col].astype(np.int64)
+    return df
+
+
+def time_methods(
+    world: ToyWorld,
+    plan: Iterable[tuple[int, Method]],
+    *,
+    num_samples: int,
+    repeats: int = 5,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
+    """Return the fastest of `repeats` sampler wall times of each ``(num_steps, method)``.
+
+    Each denoiser (and oracle) is warmed up once, then the plan is timed round-robin `repeats`
+    times, so slow drifts of a shared machine's load hit every method alike; the minimum is
+    the least disturbed run. Only the sampler is timed (same initial states as :func:`compare`).
+    """
+    plan = list(plan)
+    repeats = _check_count(repeats, "repeats", 1)
+    x_init = _initial_states(world, _check_count(num_samples, "num_samples", 1),
+                             _check_count(seed, "seed", 0))
+    warmed = set()
+    for num_steps, method in plan:
+        if (method.guidance, method.oracle) not in warmed:
+            run_method(world, method, x_init[:2], num_steps)
+            warmed.add((method.guidance, method.oracle))
+    best = [math.inf] * len(plan)
+    rounds = range(int(repeats))
+    if progress:
+        from tqdm.auto import tqdm
+
+        rounds = tqdm(rounds, desc="timing", unit="round")
+    for _ in rounds:
+        for k, (num_steps, method) in enumerate(plan):
+            best[k] = min(best[k], run_method(world, method, x_init, num_steps).seconds)
+    return best
+
+
+def _check_count(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer ≥ {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _initial_states(world: ToyWorld, num_samples: int, seed: int) -> Tensor:
+    """Exact samples of ``p_{σ_max}``, sample i from the per-sample seed ``seed·SEED_STRIDE + i``."""
+    if num_samples >= SEED_STRIDE:
+        raise ValueError(f"`num_samples` must be below SEED_STRIDE = {SEED_STRIDE}.")
+    dtype = next(world.main.parameters()).dtype
+    start = seed * SEED_STRIDE
+    return world.initial_state(range(start, start + num_samples), dtype=dtype)
+
+
+def _describe(method: Method) -> dict[str, Any]:
+    d = asdict(method)
+    d["method"] = d.pop("label")
+    return {k: d[k] for k in ("method", "guidance", "w_stiff", "w_con", "oracle", "solver")}
+
+
+def _generator(ss: np.random.SeedSequence) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    return gen
+

@@ -1,0 +1,47 @@
+"""The tableau catalogue as a table: stages, declared and computed orders, stability."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from stiffkit.tableaux.order_conditions import computed_order
+from stiffkit.tableaux.registry import get_tableau, list_tableaux
+from stiffkit.tableaux.stability import real_stability_interval
+
+__all__ = ["tableau_summary"]
+
+
+def tableau_summary(names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Return one row per tableau: stages, declared and computed orders, FSAL, stability.
+
+    Columns: ``name, stages, order, computed_order, embedded_order,
+    computed_embedded_order, fsal, evals_per_step, stability_interval,
+    embedded_stability_interval, exact``.
+    """
+    rows = []
+    for name in names or list_tableaux():
+        tab = get_tableau(name)
+        rows.append(
+            dict(
+                name=tab.name,
+                stages=tab.num_stages,
+                order=tab.order,
+                computed_order=computed_order(tab),
+                embedded_order=tab.embedded_order,
+                computed_embedded_order=computed_order(tab, embedded=True) if tab.is_embedded else None,
+                fsal=tab.fsal,
+                evals_per_step=tab.evals_per_step,
+                stability_interval=real_stability_interval(tab),
+                embedded_stability_interval=(
+                    real_stability_interval(tab, embedded=True) if tab.is_embedded else np.nan
+                ),
+                exact=tab.exact,
+            )
+        )
+    df = pd.DataFrame(rows)
+    for col in ("embedded_order", "computed_embedded_order"):
+        df[col] = df[col].astype("Int64")
+    return df

@@ -1,0 +1,81 @@
+"""Tests for the experiment plumbing (``experiments/_lib.py``) and the toy world."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _lib import binned, bootstrap_mean_ci, run_experiment
+
+from stiffkit.diffusion.guidance import Guided
+from stiffkit.paper.toy import GUIDANCE_WEIGHTS, toy_world
+
+
+def test_binned_counts_means_and_intervals():
+    rng = np.random.default_rng(0)
+    x = np.geomspace(1, 1000, 600)
+    df = pd.DataFrame({"x": x, "y": np.log10(x) + 0.1 * rng.standard_normal(600),
+                       "g": np.repeat(["a", "b"], 300)})
+    out = binned(df, "x", "y", bins=3, log=True)
+    assert out["count"].sum() == 600 and len(out) == 3
+    np.testing.assert_allclose(out["mean"], [0.5, 1.5, 2.5], atol=0.05)
+    assert (out["ci_lo"] <= out["mean"]).all() and (out["mean"] <= out["ci_hi"]).all()
+    by = binned(df, "x", ["y"], bins=[1, 10, 100, 1001], by="g")
+    assert set(by["g"]) == {"a", "b"} and by["count"].sum() == 600
+    with pytest.raises(ValueError, match="column"):
+        binned(df, "x", "nope")
+
+
+def test_bootstrap_mean_ci_brackets_and_shrinks():
+    rng = np.random.default_rng(1)
+    small = bootstrap_mean_ci(rng.standard_normal(50))
+    large = bootstrap_mean_ci(rng.standard_normal(5000))
+    assert small[0] < 0 < small[1] or abs(np.mean(small)) < 0.5
+    assert large[1] - large[0] < small[1] - small[0]
+    assert np.isnan(bootstrap_mean_ci(np.array([np.nan]))[0])
+
+
+def test_run_experiment_writes_outputs_and_caches(tmp_path):
+    calls = []
+
+    def compute(config):
+        calls.append(config)
+        return pd.DataFrame({"a": np.arange(config["n"]), "b": np.arange(config["n"]) ** 2})
+
+    def plot(df, config):
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        ax.plot(df.a, df.b)
+        return fig
+
+    args = ["--quick", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    res = run_experiment("demo", compute=compute, plot=plot, full={"n": 100}, quick={"n": 5}, argv=args)
+    assert res["config"] == {"n": 5, "seed": 0, "quick": True}
+    assert (tmp_path / "out" / "demo.png").stat().st_size > 0
+    assert pd.read_csv(tmp_path / "out" / "demo.csv").shape == (5, 2)
+    run_experiment("demo", compute=compute, plot=plot, full={"n": 100}, quick={"n": 5}, argv=args)
+    assert len(calls) == 1  # second run read the cache
+    res = run_experiment("demo", compute=compute, plot=plot, full={"n": 100}, quick={"n": 5},
+                         argv=[*args, "--set", "n=7"])
+    assert res["config"]["n"] == 7 and len(res["frame"]) == 7
+    with pytest.raises(SystemExit):
+        run_experiment("demo", compute=compute, plot=plot, full={"n": 1}, quick={"n": 1},
+                       argv=[*args, "--set", "unknown=1"])
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_toy_world_methods():
+    world = toy_world()
+    x = world.initial_state(4, 5.0)
+    assert x.shape == (4, 2) and x.dtype == torch.float32
+    assert world.denoiser("none") is world.main
+    cfg = world.denoiser("cfg")
+    assert isinstance(cfg, Guided) and cfg.w == GUIDANCE_WEIGHTS["cfg"]
+    assert world.denoiser("ag", w=2.0).w == 2.0
+    d = world.guidance_direction("ag", x, torch.tensor(0.5))
+    assert d.shape == x.shape and torch.isfinite(d).all()
+    with pytest.raises(ValueError, match="learned"):
+        world.denoiser("ag", learned=False)
+    with pytest.raises(ValueError, match="`guidance`"):
+        world.denoiser("magic")
+    assert float(world.sigmas(8)[0]) == pytest.approx(5.0)

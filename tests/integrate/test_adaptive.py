@@ -1,0 +1,113 @@
+"""The adaptive integrator: tolerance proportionality, controllers, bookkeeping, errors."""
+
+import numpy as np
+import pytest
+import torch
+import torchdiffeq
+
+from stiffkit import solve_adaptive
+from stiffkit.integrate.adaptive import error_norm
+from stiffkit.tableaux import get_tableau, list_tableaux
+
+F64 = torch.float64
+A = torch.tensor([[-1.0, 0.5], [-0.5, -3.0]], dtype=F64)
+X0 = torch.tensor([[1.0, -1.0], [0.5, 2.0]], dtype=F64)
+
+
+def linear(t, x):
+    return x @ A.T
+
+
+def exact(t):
+    return X0 @ torch.linalg.matrix_exp(A * t).T
+
+
+EMBEDDED = [n for n in list_tableaux() if get_tableau(n).is_embedded and get_tableau(n).order >= 3]
+
+
+@pytest.mark.parametrize("name", EMBEDDED)
+@pytest.mark.parametrize("controller", ["i", "pi"])
+def test_error_follows_tolerance(name, controller):
+    errs = []
+    for tol in (1e-4, 1e-7):
+        sol = solve_adaptive(linear, X0, (0.0, 3.0), name, rtol=tol, atol=tol, controller=controller)
+        errs.append(float((sol.x[-1] - exact(3.0)).abs().max()))
+        # Global error stays within a modest multiple of the tolerance.
+        assert errs[-1] < 50 * tol
+    assert errs[1] < errs[0]
+
+
+def test_bookkeeping_and_trajectory():
+    sol = solve_adaptive(linear, X0, (0.0, 2.0), "dopri5", rtol=1e-6, atol=1e-9)
+    traj = sol.trajectory
+    n = sol.num_accepted
+    assert traj.states.shape == (n + 1, 2, 2) and traj.drifts.shape == (n, 2, 2)
+    assert traj.embedded.shape == (n, 2, 2) and traj.pair_states.shape == (n, 2, 2)
+    assert float(traj.times[0]) == 0.0 and float(traj.times[-1]) == 2.0
+    assert torch.all(traj.steps > 0)
+    # FSAL: 6 evaluations per attempted step, plus the first drift and the h0 probe.
+    assert sol.nfe == 6 * (sol.num_accepted + sol.num_rejected) + 2
+    assert traj.nfe == sol.nfe
+    assert torch.all(traj.diagnostics["error_norm"] <= 1.0)
+    torch.testing.assert_close(traj.final_drift, linear(2.0, traj.states[-1]))
+
+
+def test_t_eval_is_hit_exactly_and_backwards_works():
+    t_eval = [2.0, 1.5, 0.7, 0.0]
+    sol = solve_adaptive(linear, exact(2.0), (2.0, 0.0), "tsit5", rtol=1e-9, atol=1e-11, t_eval=t_eval)
+    np.testing.assert_array_equal(sol.t.numpy(), t_eval)
+    for t, x in zip(t_eval, sol.x):
+        torch.testing.assert_close(x, exact(t), rtol=1e-6, atol=1e-7)
+
+
+def test_stiff_problem_rejects_steps_and_stays_stable():
+    stiff = torch.tensor([[-1000.0, 0.0], [0.0, -1.0]], dtype=F64)
+    sol = solve_adaptive(lambda t, x: x @ stiff.T, X0, (0.0, 1.0), "dopri5", rtol=1e-4, atol=1e-6, h0=0.1)
+    assert sol.num_rejected > 0
+    h = sol.trajectory.steps[5:]
+    # Explicit methods are stability-limited: h·|λ| hovers near DOPRI5's 3.3 boundary.
+    assert float((h * 1000).median()) < 4.0
+    assert torch.isfinite(sol.x).all()
+
+
+def test_agrees_with_torchdiffeq_dopri5():
+    ours = solve_adaptive(linear, X0, (0.0, 3.0), "dopri5_shampine", rtol=1e-10, atol=1e-12)
+    theirs = torchdiffeq.odeint(linear, X0, torch.tensor([0.0, 3.0], dtype=F64), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(ours.x[-1], theirs[-1], rtol=1e-8, atol=1e-9)
+
+
+def test_dop853_combined_error_estimate():
+    a = solve_adaptive(linear, X0, (0.0, 3.0), "dop853", rtol=1e-8, atol=1e-10)
+    b = solve_adaptive(linear, X0, (0.0, 3.0), "dop853", rtol=1e-8, atol=1e-10, use_aux_error=True)
+    for sol in (a, b):
+        assert float((sol.x[-1] - exact(3.0)).abs().max()) < 1e-7
+    with pytest.raises(ValueError, match="`use_aux_error`"):
+        solve_adaptive(linear, X0, (0.0, 1.0), "dopri5", use_aux_error=True)
+
+
+def test_error_norm_is_per_sample_rms():
+    err = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    x = torch.zeros(2, 2)
+    out = error_norm(err, x, x, rtol=1.0, atol=1.0)
+    torch.testing.assert_close(out, torch.tensor([np.sqrt(12.5), 0.0], dtype=torch.float32))
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(tableau="rk4"), ValueError, "must be an embedded pair"),
+        (dict(rtol=0.0), ValueError, "`rtol` must be positive"),
+        (dict(atol=float("nan")), ValueError, "`atol`"),
+        (dict(controller="pid"), ValueError, "`controller`"),
+        (dict(t_span=(1.0, 1.0)), ValueError, "`t_span` must have two different ends"),
+        (dict(t_eval=[0.0, 2.0]), ValueError, "`t_eval` must lie within"),
+        (dict(t_eval=[0.5, 0.2]), ValueError, "`t_eval` must be strictly monotone"),
+        (dict(h0=-1.0), ValueError, "`h0` must be positive"),
+        (dict(max_steps=3), RuntimeError, "`max_steps` = 3 reached"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, message):
+    args = dict(t_span=(0.0, 1.0), tableau="dopri5")
+    args.update(kwargs)
+    with pytest.raises(exc, match=message):
+        solve_adaptive(linear, X0, args.pop("t_span"), args.pop("tableau"), **args)
