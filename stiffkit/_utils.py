@@ -1,8 +1,9 @@
-"""Small shared helpers: per-sample reductions and argument checks.
+"""Small shared kernels: per-sample reductions, argument checks, progress bars.
 
-Every per-sample reduction in stiffkit runs over *all* non-batch dimensions of a
-batched tensor ``x: [batch, *dims]`` (DESIGN.md §2), so the same code serves 2-D toys
-and image-shaped states.
+This module is the one home of each small formula or check that several modules need
+(check arguments here, never inline). Every per-sample reduction runs over *all* non-batch
+dimensions of a batched tensor ``x: [batch, *dims]`` (see ``docs/conventions.md``), so the
+same code serves 2-D toys and image-shaped states.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ __all__ = [
     "check_positive",
     "check_same_shape",
     "check_int",
+    "check_output",
+    "secant_ratio",
+    "progress",
 ]
 
 #: Added to denominators that may vanish (identical points, zero vectors).
@@ -104,3 +108,47 @@ def check_int(n: Any, name: str, minimum: int = 1) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {n!r}.")
     return int(n)
+
+
+def check_output(y: Any, x: Tensor, name: str = "f", *, same_dtype: bool = False) -> Tensor:
+    """Return `y`, the output of the callable `name` at state `x`, or raise if it is wrong.
+
+    Drifts, denoisers and their products must return a tensor of the state's shape (and,
+    with ``same_dtype``, its dtype).
+
+    Raises
+    ------
+    TypeError
+        If `y` is not a tensor.
+    ValueError
+        If `y`'s shape or dtype differs from `x`'s.
+    """
+    if not isinstance(y, Tensor):
+        raise TypeError(f"`{name}` must return a torch.Tensor, got {type(y).__name__}.")
+    if y.shape != x.shape:
+        raise ValueError(
+            f"`{name}` must return a tensor of the state's shape {tuple(x.shape)}, "
+            f"got {tuple(y.shape)}."
+        )
+    if same_dtype and y.dtype != x.dtype:
+        raise ValueError(f"`{name}` returned dtype {y.dtype} for a state of dtype {x.dtype}.")
+    return y
+
+
+def secant_ratio(df: Tensor, dx: Tensor, eps: float) -> Tensor:
+    """Return ``‖df‖ / (‖dx‖ + eps)`` per sample, ``[batch, *dims] -> [batch]`` (no checks).
+
+    The kernel of every two-point stiffness estimate (Proposition 1's ρ̂, Hairer's stage
+    pair, ERK-Guid's ρ̂); the public, validating form is
+    :func:`stiffkit.estimators.pair_stiffness`.
+    """
+    return flat_norm(df) / (flat_norm(dx) + eps)
+
+
+def progress(iterable, *, enabled: bool, desc: str, unit: str = "it", total: int | None = None):
+    """Wrap `iterable` in a tqdm progress bar when `enabled` (else return it unchanged)."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit=unit, total=total, leave=False)
