@@ -2,7 +2,8 @@
 
 * :mod:`~stiffkit.integrate.rk` — one step (:func:`rk_step`, stages and embedded solution
   kept) and the fixed-grid solve :func:`solve_fixed`;
-* :mod:`~stiffkit.integrate.adaptive` — :func:`solve_adaptive` with an embedded pair;
+* :mod:`~stiffkit.integrate.adaptive` — :func:`solve_adaptive` with an embedded pair, its
+  step size set by :mod:`~stiffkit.integrate.controller` (a pure function of the error norms);
 * :mod:`~stiffkit.integrate.trajectory` — :class:`Trajectory`, what every solver and sampler
   records and :func:`stiffkit.analyze` reads;
 * :mod:`~stiffkit.integrate.convergence` — measured convergence orders.

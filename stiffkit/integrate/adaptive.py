@@ -10,8 +10,9 @@ largest over samples of the per-sample RMS norm of ``(x − x̂) / (atol + rtol�
   exponent 0.2 − 0.75β),
 
 where ``q = min(order, embedded_order) + 1``, clamped to ``[MIN_FACTOR, MAX_FACTOR]``
-(no growth right after a rejection). Output times ``t_eval`` are hit exactly by
-shortening the step that would pass them (no dense output).
+(no growth right after a rejection); the controller is :class:`~stiffkit.integrate.controller.
+StepController`. Output times ``t_eval`` are hit exactly by shortening the step that would pass
+them (no dense output).
 """
 
 from __future__ import annotations
@@ -24,18 +25,12 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import check_finite, check_positive, check_tensor
-from stiffkit.integrate.rk import Drift, RKStep, pair_stage_index, rk_step
+from stiffkit.integrate.controller import ERR_PREV_FLOOR, StepController
+from stiffkit.integrate.rk import Drift, RKStep, _combine, pair_stage_index, rk_step
 from stiffkit.integrate.trajectory import Trajectory
 from stiffkit.tableaux import ButcherTableau, get_tableau
 
 __all__ = ["AdaptiveSolution", "solve_adaptive", "error_norm", "initial_step"]
-
-SAFETY = 0.9
-MIN_FACTOR = 0.2
-MAX_FACTOR = 10.0
-PI_ALPHA = 0.85
-PI_BETA = 0.2
-
 
 @dataclass(frozen=True, eq=False)
 class AdaptiveSolution:
@@ -138,8 +133,7 @@ def solve_adaptive(
     check_finite(x0, "x0")
     check_positive(rtol, "rtol")
     check_positive(atol, "atol")
-    controller = controller.lower()
-    if controller not in ("pi", "i"):
+    if not isinstance(controller, str):
         raise ValueError(f"`controller` must be 'pi' or 'i', got {controller!r}.")
     if use_aux_error and tab.b_hat_aux is None:
         raise ValueError(f"`use_aux_error` needs `b_hat_aux`; {tab.name!r} has none.")
@@ -161,6 +155,7 @@ def solve_adaptive(
         check_positive(h0, "h0")
 
     q = min(tab.order, tab.embedded_order) + 1
+    control = StepController(q, controller.lower())
     pair = pair_stage_index(tab)
     aux_w = None
     if use_aux_error:
@@ -187,7 +182,7 @@ def solve_adaptive(
     rec: dict[str, list] = {k: [] for k in ("t", "x", "f", "xh", "pg", "pk", "err")}
     rec["t"].append(t0)
     rec["x"].append(x0)
-    err_prev = 1e-4
+    err_prev = ERR_PREV_FLOOR
     accepted = rejected = 0
     last_rejected = False
 
@@ -202,23 +197,12 @@ def solve_adaptive(
         nfe += step.num_evals
         err = error_norm(step.error, x, step.x, rtol, atol)
         if aux_w is not None:
-            from stiffkit.integrate.rk import _combine
-
             e3 = error_norm(_combine(torch.zeros_like(x), step.h, aux_w, step.k), x, step.x, rtol, atol)
             denom = torch.sqrt(err**2 + 0.01 * e3**2)
             err = torch.where(denom > 0, err**2 / denom.clamp_min(1e-300), err)
-        err_max = float(err.max())
-        if not math.isfinite(err_max):
-            err_max = math.inf
-        if err_max <= 1.0:
-            if controller == "pi":
-                factor = SAFETY * max(err_max, 1e-10) ** (-PI_ALPHA / q) * err_prev ** (PI_BETA / q)
-            else:
-                factor = SAFETY * max(err_max, 1e-10) ** (-1.0 / q)
-            factor = min(MAX_FACTOR, max(MIN_FACTOR, factor))
-            if last_rejected:
-                factor = min(1.0, factor)
-            err_prev = max(err_max, 1e-4)
+        decision = control.decide(float(err.max()), err_prev, last_rejected)
+        if decision.accept:
+            err_prev = decision.err_prev
             # Land exactly on the output time when the step was clipped to reach it.
             t_new = target if h == abs(target - t) else t + direction * h
             rec["f"].append(step.k[0])
@@ -239,10 +223,9 @@ def solve_adaptive(
                 out_t.append(t)
                 out_x.append(x)
                 next_out += 1
-            h = h * factor
+            h = h * decision.factor
         else:
-            factor = SAFETY * err_max ** (-1.0 / q) if math.isfinite(err_max) else MIN_FACTOR
-            h = h * min(1.0, max(MIN_FACTOR, factor))
+            h = h * decision.factor
             rejected += 1
             last_rejected = True
 
