@@ -106,7 +106,9 @@ def check_int(n: Any, name: str, minimum: int = 1) -> int:
     import numbers
 
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {n!r}.")
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer >= {minimum}")
+        raise ValueError(f"`{name}` must be {what}, got {n!r}.")
     return int(n)
 
 

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_tensor
+from stiffkit._utils import check_finite, check_int, check_tensor
 from stiffkit.io import atomic_write
 
 __all__ = [
@@ -121,8 +121,7 @@ class EnergyDenoiser(torch.nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("width", width), ("depth", depth)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+            check_int(value, name)
         if not (math.isfinite(sigma_data) and sigma_data > 0):
             raise ValueError(f"`sigma_data` must be positive and finite, got {sigma_data}.")
         self.dim, self.width, self.depth, self.sigma_data = dim, width, depth, float(sigma_data)

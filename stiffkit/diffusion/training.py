@@ -35,8 +35,9 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from stiffkit._utils import check_int
+from stiffkit._utils import progress as progress_bar
 from stiffkit.diffusion.mixtures import GaussianMixture, tree_gmm
 from stiffkit.diffusion.models import (
     PRETRAINED_NAMES,
@@ -116,11 +117,8 @@ class TrainConfig:
         if self.classes not in ("A", "B", "AB"):
             raise ValueError(f'`classes` must be "A", "B" or "AB", got {self.classes!r}.')
         for name in ("width", "depth", "iterations", "batch_size", "lr_ref_iter"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"`seed` must be an integer, got {self.seed!r}.")
+            check_int(getattr(self, name), name)
+        check_int(self.seed, "seed", minimum=0)
         for name in ("lr", "p_std", "sigma_data"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -284,8 +282,8 @@ def train(
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas)
     losses = torch.empty(config.iterations, dtype=torch.float64)
     kept: dict[int, EnergyDenoiser] = {}
-    bar = tqdm(range(config.iterations), disable=not progress, leave=False,
-               desc=f"train {config.classes} w{config.width}")
+    bar = progress_bar(range(config.iterations), enabled=progress,
+                       desc=f"train {config.classes} w{config.width}")
     for t in bar:
         sigma = torch.exp(config.p_mean + config.p_std *
                           torch.randn(config.batch_size, dtype=torch.float64, generator=gen))
@@ -307,7 +305,8 @@ def train(
             kept[t + 1] = _ema_snapshot(ema)
         if progress and (t % 16 == 0 or t + 1 == config.iterations):
             bar.set_postfix(loss=f"{losses[max(0, t - 15) : t + 1].mean():.4f}")
-    bar.close()
+    if progress:
+        bar.close()
     return TrainResult(ema, kept, losses, config)
 
 

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from stiffkit._utils import check_int
+
 __all__ = ["StepController", "ControllerDecision", "CONTROLLERS"]
 
 SAFETY = 0.9
@@ -69,8 +71,7 @@ class StepController:
     def __post_init__(self) -> None:
         if self.kind not in CONTROLLERS:
             raise ValueError(f"`controller` must be 'pi' or 'i', got {self.kind!r}.")
-        if isinstance(self.q, bool) or not isinstance(self.q, int) or self.q < 1:
-            raise ValueError(f"`q` must be an integer >= 1, got {self.q!r}.")
+        check_int(self.q, "q")
 
     def decide(self, err: float, err_prev: float, last_rejected: bool) -> ControllerDecision:
         """Accept or reject a step of error norm `err` and size the next one.

@@ -29,6 +29,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from stiffkit._utils import check_int
+from stiffkit._utils import progress as progress_bar
 from stiffkit.diffusion.metrics import DEFAULT_NUM_BOOTSTRAP, evaluate
 from stiffkit.diffusion.samplers import REFERENCE_STEPS, reference_sample, sample_final
 from stiffkit.paper.toy import GUIDED_METHODS, ToyWorld
@@ -247,8 +249,8 @@ def compare(
         ``w_stiff = 0`` at any ``w_con``) reuse that run's scores.
     """
     plan = list(plan)
-    num_samples = _check_count(num_samples, "num_samples", 2)
-    seed = _check_count(seed, "seed", 0)
+    num_samples = check_int(num_samples, "num_samples", 2)
+    seed = check_int(seed, "seed", 0)
     for item in plan:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Method)):
             raise TypeError(f"`plan` must hold (num_steps, Method) pairs, got {item!r}.")
@@ -266,11 +268,8 @@ def compare(
     scored: dict[tuple[str, str], dict[str, Any]] = {}
     warmed: set[tuple[str, str | None]] = set()
     rows = []
-    runs: Iterable[tuple[int, Method]] = plan
-    if progress:
-        from tqdm.auto import tqdm
-
-        runs = tqdm(plan, desc="sample + evaluate", unit="run")
+    runs: Iterable[tuple[int, Method]] = progress_bar(plan, enabled=progress,
+                                                      desc="sample + evaluate", unit="run")
     for num_steps, method in runs:
         if method.guidance not in references:
             # One converged solve per denoiser serves every N: all grids share σ_max and σ_min.
@@ -322,30 +321,20 @@ def time_methods(
     the least disturbed run. Only the sampler is timed (same initial states as :func:`compare`).
     """
     plan = list(plan)
-    repeats = _check_count(repeats, "repeats", 1)
-    x_init = _initial_states(world, _check_count(num_samples, "num_samples", 1),
-                             _check_count(seed, "seed", 0))
+    repeats = check_int(repeats, "repeats", 1)
+    x_init = _initial_states(world, check_int(num_samples, "num_samples", 1),
+                             check_int(seed, "seed", 0))
     warmed = set()
     for num_steps, method in plan:
         if (method.guidance, method.oracle) not in warmed:
             run_method(world, method, x_init[:2], num_steps)
             warmed.add((method.guidance, method.oracle))
     best = [math.inf] * len(plan)
-    rounds = range(int(repeats))
-    if progress:
-        from tqdm.auto import tqdm
-
-        rounds = tqdm(rounds, desc="timing", unit="round")
+    rounds = progress_bar(range(int(repeats)), enabled=progress, desc="timing", unit="round")
     for _ in rounds:
         for k, (num_steps, method) in enumerate(plan):
             best[k] = min(best[k], run_method(world, method, x_init, num_steps).seconds)
     return best
-
-
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer ≥ {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _initial_states(world: ToyWorld, num_samples: int, seed: int) -> Tensor:
@@ -367,4 +356,3 @@ def _generator(ss: np.random.SeedSequence) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
     return gen
-

@@ -18,6 +18,7 @@ from fractions import Fraction
 
 import pandas as pd
 
+from stiffkit._utils import check_int
 from stiffkit.tableaux.registry import get_tableau
 from stiffkit.tableaux.tableau import ButcherTableau
 
@@ -74,8 +75,7 @@ def rooted_trees(order: int) -> tuple[Tree, ...]:
 
     Their counts are 1, 1, 2, 4, 9, 20, 48, 115 for orders 1..8 (OEIS A000081).
     """
-    if not isinstance(order, int) or order < 1:
-        raise ValueError(f"`order` must be a positive integer, got {order!r}.")
+    check_int(order, "order")
     if order == 1:
         return ((),)
     trees: set[Tree] = set()

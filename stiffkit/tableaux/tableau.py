@@ -21,6 +21,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from stiffkit._utils import check_int
+
 __all__ = ["ButcherTableau"]
 
 Number = Union[int, str, Fraction]
@@ -140,8 +142,7 @@ class ButcherTableau:
     # ------------------------------------------------------------------ checks
     def _validate(self) -> None:
         s, tol = self.num_stages, self.tol
-        if not isinstance(self.order, int) or self.order < 1:
-            raise ValueError(f"`order` must be a positive integer, got {self.order!r}.")
+        check_int(self.order, "order")
         if (self.b_hat is None) != (self.embedded_order is None):
             raise ValueError("`b_hat` and `embedded_order` must be given together.")
         if (self.b_hat_aux is None) != (self.aux_order is None):
