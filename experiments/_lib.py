@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stiffkit.io import cached_frame, save_figure, save_frame
+from stiffkit.io import cached_frame, save_figure, save_frame, source_fingerprint
 
-__all__ = ["ROOT", "run_experiment", "cache_dir", "cached_compute", "binned", "bootstrap_mean_ci"]
+__all__ = ["ROOT", "run_experiment", "cache_dir", "cached_compute", "code_fingerprint", "binned",
+           "bootstrap_mean_ci"]
 
 #: Repository root (where ``figures/`` and ``experiments/`` live in a source checkout).
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,15 @@ def cache_dir() -> Path:
     return Path(os.environ.get("STIFFKIT_CACHE", ROOT / "experiments" / ".cache"))
 
 
+def code_fingerprint() -> str:
+    """Return the fingerprint of the code behind every figure: ``stiffkit`` plus these scripts.
+
+    All of ``experiments/*.py`` is covered (the scripts import each other's helpers), so an edit
+    to the library or to any script invalidates the cached results instead of serving them.
+    """
+    return source_fingerprint(sorted((ROOT / "experiments").glob("*.py")))
+
+
 def cached_compute(name: str, compute: Callable[[dict[str, Any]], pd.DataFrame],
                    config: Mapping[str, Any], *, refresh: bool = False) -> pd.DataFrame:
     """Return ``compute(config)`` through the cache the scripts use (same key as the CLI).
@@ -51,7 +61,8 @@ def cached_compute(name: str, compute: Callable[[dict[str, Any]], pd.DataFrame],
     quick=True))`` reuses the result of ``python experiments/fig2.py --quick``, and vice versa.
     """
     config = dict(config)
-    return cached_frame(config, lambda: compute(config), cache_dir(), name=name, refresh=refresh)
+    return cached_frame(config, lambda: compute(config), cache_dir(), name=name, refresh=refresh,
+                        fingerprint=code_fingerprint())
 
 
 def run_experiment(
@@ -119,7 +130,8 @@ def run_experiment(
             config[key] = value
 
     start = time.perf_counter()
-    df = cached_frame(config, lambda: compute(config), cache, name=name, refresh=args.refresh)
+    df = cached_frame(config, lambda: compute(config), cache, name=name, refresh=args.refresh,
+                      fingerprint=code_fingerprint())
     fig = plot(df, config)
     png = save_figure(fig, Path(out) / f"{name}.png", dpi=FIGURE_DPI)
     csv = save_frame(df, Path(out) / f"{name}.csv", float_format=CSV_FLOAT_FORMAT)

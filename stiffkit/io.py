@@ -1,8 +1,15 @@
-"""Atomic file writes and a config-keyed on-disk cache for experiment results.
+"""Atomic file writes and an on-disk cache of experiment results keyed by config and code.
 
 Nothing is half-written: every file is written to a temporary sibling and then renamed
 over its target (``os.replace`` is atomic on POSIX), so an interrupted run leaves either
-the old file or no file, never a corrupt one.
+the old file or no file, never a corrupt one; temporary files that a killed process left
+behind in a cache folder are swept by the next :func:`cached_frame`.
+
+A cached result is served only for the same configuration computed by the same code: the key
+covers the configuration and a fingerprint of the source files that compute it
+(:func:`source_fingerprint`: the installed ``stiffkit`` package, its version, and whatever
+scripts the caller names). A cache file that cannot be read, or that holds something other
+than a DataFrame, is reported with a warning and recomputed.
 """
 
 from __future__ import annotations
@@ -10,14 +17,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["atomic_write", "config_key", "cached_frame", "save_figure", "save_frame"]
+__all__ = [
+    "atomic_write",
+    "config_key",
+    "cached_frame",
+    "save_figure",
+    "save_frame",
+    "source_fingerprint",
+]
+
+#: Temporary files of :func:`atomic_write` older than this (seconds) belong to a killed
+#: writer and are removed by :func:`cached_frame` (a live write takes seconds at most).
+STALE_TMP_SECONDS = 3600.0
+#: The installed package whose sources every fingerprint covers.
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -59,6 +82,68 @@ def config_key(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def source_fingerprint(extra: Iterable[str | os.PathLike] = ()) -> str:
+    """Return a hash of the ``stiffkit`` sources, its version, and the files in `extra`.
+
+    Every ``.py`` file of the installed package is read (relative path and bytes), so any
+    edit to the library changes the fingerprint; `extra` adds the scripts that compute a
+    result (e.g. ``experiments/fig2.py`` and its plumbing).
+
+    Parameters
+    ----------
+    extra : iterable of path-like
+        Further source files; each must exist.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    from stiffkit import __version__
+
+    digest = hashlib.sha256(f"stiffkit {__version__}".encode())
+    files = sorted(_PACKAGE_DIR.rglob("*.py"))
+    for path in files:
+        digest.update(str(path.relative_to(_PACKAGE_DIR)).encode())
+        digest.update(path.read_bytes())
+    for item in extra:
+        path = Path(item)
+        if not path.is_file():
+            raise FileNotFoundError(f"`extra`: no source file at {path}.")
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _sweep_stale_tmp(folder: Path, max_age: float = STALE_TMP_SECONDS) -> None:
+    """Remove :func:`atomic_write` temporaries in `folder` older than `max_age` seconds."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > max_age:
+                tmp.unlink()
+        except FileNotFoundError:  # another process swept it first
+            pass
+
+
+def _read_cached(path: Path) -> pd.DataFrame | None:
+    """Return the DataFrame cached at `path`, or None (with a warning) if it is unusable."""
+    try:
+        df = pd.read_pickle(path)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
+            TypeError, ValueError, OSError) as err:
+        warnings.warn(f"cache file {path} is unreadable ({type(err).__name__}: {err}); "
+                      "recomputing.", RuntimeWarning, stacklevel=3)
+        return None
+    if not isinstance(df, pd.DataFrame):
+        warnings.warn(f"cache file {path} holds a {type(df).__name__}, not a DataFrame; "
+                      "recomputing.", RuntimeWarning, stacklevel=3)
+        return None
+    return df
+
+
 def save_frame(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | None = None) -> Path:
     """Write `df` atomically; the format follows the suffix (``.csv`` or ``.pkl``).
 
@@ -79,22 +164,49 @@ def cached_frame(
     *,
     name: str = "result",
     refresh: bool = False,
+    fingerprint: str | None = None,
 ) -> pd.DataFrame:
-    """Return ``compute()``, cached on disk under a key derived from `config`.
+    """Return ``compute()``, cached on disk under a key of `config` and the code's fingerprint.
 
-    The cache file is ``{cache_dir}/{name}-{config_key(config)}.pkl`` with the config
-    stored beside it as JSON; a changed config never reads a stale result.
+    Parameters
+    ----------
+    config : mapping
+        JSON-serialisable configuration of the computation.
+    compute : callable
+        ``compute() -> DataFrame``.
+    cache_dir : path-like
+        Cache folder; the file is ``{cache_dir}/{name}-{key}.pkl`` with the config and the
+        fingerprint stored beside it as JSON.
+    name : str
+        File stem.
+    refresh : bool
+        Recompute (and overwrite) even if a cached result exists.
+    fingerprint : str, optional
+        Identity of the code that computes the result; default :func:`source_fingerprint`
+        of the ``stiffkit`` package alone. A change of config or code never reads a stale
+        result.
+
+    Returns
+    -------
+    pandas.DataFrame
     """
-    key = config_key(config)
-    path = Path(cache_dir) / f"{name}-{key}.pkl"
+    if fingerprint is None:
+        fingerprint = source_fingerprint()
+    key = config_key({"config": dict(config), "code": fingerprint})
+    folder = Path(cache_dir)
+    path = folder / f"{name}-{key}.pkl"
+    _sweep_stale_tmp(folder)
     if path.exists() and not refresh:
-        return pd.read_pickle(path)
+        df = _read_cached(path)
+        if df is not None:
+            return df
     df = compute()
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"`compute` must return a pandas DataFrame, got {type(df).__name__}.")
     save_frame(df, path)
+    meta = {"config": dict(config), "code": fingerprint}
     atomic_write(path.with_suffix(".json"),
-                 lambda tmp: Path(tmp).write_text(json.dumps(dict(config), indent=2, default=str)))
+                 lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str)))
     return df
 
 

@@ -68,3 +68,82 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     finally:
         os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def _counting():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"a": [1.0, 2.0]})
+
+    return calls, compute
+
+
+def test_cached_frame_recomputes_when_the_code_changes(tmp_path):
+    calls, compute = _counting()
+    cached_frame({"n": 1}, compute, tmp_path, fingerprint="code-v1")
+    cached_frame({"n": 1}, compute, tmp_path, fingerprint="code-v1")
+    assert len(calls) == 1
+    cached_frame({"n": 1}, compute, tmp_path, fingerprint="code-v2")
+    assert len(calls) == 2
+
+
+def test_source_fingerprint_covers_the_package_and_extra_files(tmp_path):
+    from stiffkit.io import source_fingerprint
+
+    script = tmp_path / "fig.py"
+    script.write_text("x = 1\n")
+    before = source_fingerprint([script])
+    assert source_fingerprint([script]) == before
+    assert source_fingerprint() != before
+    script.write_text("x = 2\n")
+    assert source_fingerprint([script]) != before
+    with pytest.raises(FileNotFoundError, match="`extra`"):
+        source_fingerprint([tmp_path / "missing.py"])
+
+
+def test_source_fingerprint_changes_with_any_library_file(tmp_path, monkeypatch):
+    import shutil
+
+    import stiffkit.io as io
+
+    copy = tmp_path / "stiffkit"
+    shutil.copytree(Path(io.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    monkeypatch.setattr(io, "_PACKAGE_DIR", copy)
+    before = io.source_fingerprint()
+    target = copy / "integrate" / "rk.py"
+    target.write_text(target.read_text() + "\n# edited\n")
+    assert io.source_fingerprint() != before
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x04truncated", b"not a pickle at all",
+                                     "pickle-of-a-list"])
+def test_unreadable_or_foreign_cache_file_warns_and_recomputes(tmp_path, content):
+    import pickle
+
+    calls, compute = _counting()
+    cached_frame({"n": 1}, compute, tmp_path, fingerprint="f")
+    (path,) = tmp_path.glob("result-*.pkl")
+    path.write_bytes(pickle.dumps([1, 2]) if content == "pickle-of-a-list" else content)
+    with pytest.warns(RuntimeWarning, match=str(path.name)):
+        df = cached_frame({"n": 1}, compute, tmp_path, fingerprint="f")
+    assert len(calls) == 2 and df.equals(pd.DataFrame({"a": [1.0, 2.0]}))
+    # The recomputed result replaced the bad file: the next call reads it.
+    cached_frame({"n": 1}, compute, tmp_path, fingerprint="f")
+    assert len(calls) == 2
+
+
+def test_cached_frame_sweeps_temporaries_of_killed_writers(tmp_path):
+    from stiffkit.io import STALE_TMP_SECONDS
+
+    stale = tmp_path / ".result-abc.pkl.x1y2.tmp"
+    fresh = tmp_path / ".result-abc.pkl.z3w4.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    old = os.path.getmtime(stale) - 2 * STALE_TMP_SECONDS
+    os.utime(stale, (old, old))
+    _, compute = _counting()
+    cached_frame({"n": 1}, compute, tmp_path, fingerprint="f")
+    assert not stale.exists() and fresh.exists()  # a live writer's file is left alone

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -251,18 +252,44 @@ def load_model(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -
     """Load a model written by :func:`save_model`: eval mode, frozen, parameters in `dtype`.
 
     The file's metadata is attached as ``model.metadata``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at `path`.
+    ValueError
+        If the file is truncated or not a weight file of this format, lacks an entry, has
+        weights that do not fit the architecture, or holds NaN / Inf weights; the message
+        names the path (and, for the shipped weights, the command that regenerates them).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"`path`: no weight file at {path}.")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}.")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    hint = (f" Regenerate the shipped weights with `{REGENERATE_COMMAND}`."
+            if path.resolve().parent == WEIGHTS_DIR.resolve() else "")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
+        raise ValueError(f"`path`: {path} is not a readable weight file "
+                         f"({type(err).__name__}: {err}).{hint}") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"`path`: {path} is not a stiffkit EnergyDenoiser file "
-                         f"(format version {FORMAT_VERSION}).")
-    model = EnergyDenoiser(**payload["architecture"], dtype=dtype)
-    model.load_state_dict(payload["state_dict"])
+                         f"(format version {FORMAT_VERSION}).{hint}")
+    missing = [k for k in ("architecture", "state_dict", "metadata") if k not in payload]
+    if missing:
+        raise ValueError(f"`path`: {path} lacks the entries {missing}.{hint}")
+    state = payload["state_dict"]
+    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"`path`: {path} has NaN or Inf weights in {bad}.{hint}")
+    try:
+        model = EnergyDenoiser(**payload["architecture"], dtype=dtype)
+        model.load_state_dict(state)
+    except (TypeError, RuntimeError, ValueError) as err:
+        raise ValueError(f"`path`: {path} does not hold weights of an EnergyDenoiser "
+                         f"({type(err).__name__}: {err}).{hint}") from None
     model.metadata = dict(payload["metadata"])
     return model.eval().requires_grad_(False)
 

@@ -300,3 +300,70 @@ def test_bad_x_and_names(pretrained, tmp_path, monkeypatch):
         TrainConfig(classes="C")
     with pytest.raises(ValueError, match="`snapshots`"):
         train(QUICK, snapshots=(QUICK.iterations + 1,), progress=False)
+
+
+def _saved(tmp_path, **changes):
+    """Write a small model's file, then apply `changes` to its payload."""
+    from stiffkit.diffusion.models import EnergyDenoiser, save_model
+
+    path = save_model(EnergyDenoiser(width=8, depth=2), tmp_path / "m.pt")
+    if changes:
+        payload = torch.load(path, weights_only=True)
+        for key, value in changes.items():
+            if value is None:
+                del payload[key]
+            else:
+                payload[key] = value(payload[key]) if callable(value) else value
+        torch.save(payload, path)
+    return path
+
+
+def test_load_model_names_the_path_of_a_truncated_file(tmp_path):
+    from stiffkit.diffusion.models import load_model
+
+    path = _saved(tmp_path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"{path}.*not a readable weight file"):
+        load_model(path)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable weight file"):
+        load_model(path)
+
+
+def test_load_model_reports_a_missing_entry(tmp_path):
+    from stiffkit.diffusion.models import load_model
+
+    with pytest.raises(ValueError, match=r"lacks the entries \['state_dict'\]"):
+        load_model(_saved(tmp_path, state_dict=None))
+
+
+def test_load_model_refuses_nan_weights(tmp_path):
+    from stiffkit.diffusion.models import load_model
+
+    def poison(state):
+        first = next(iter(state))
+        state[first] = torch.full_like(state[first], float("nan"))
+        return state
+
+    with pytest.raises(ValueError, match="NaN or Inf weights"):
+        load_model(_saved(tmp_path, state_dict=poison))
+
+
+def test_load_model_refuses_weights_of_another_architecture(tmp_path):
+    from stiffkit.diffusion.models import load_model
+
+    def wider(arch):
+        return {**arch, "width": 16}
+
+    with pytest.raises(ValueError, match="does not hold weights of an EnergyDenoiser"):
+        load_model(_saved(tmp_path, architecture=wider))
+
+
+def test_corrupt_shipped_weights_say_how_to_regenerate(tmp_path, monkeypatch):
+    import stiffkit.diffusion.models as models
+
+    path = _saved(tmp_path)
+    path.write_bytes(path.read_bytes()[:50])
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(ValueError, match="python -m stiffkit.diffusion.training"):
+        models.load_model(path)
