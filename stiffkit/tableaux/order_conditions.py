@@ -6,21 +6,29 @@ weight equals the inverse density: ``Φ(t) = bᵀ u(t) = 1/γ(t)`` [HNW, Thm. II
 * ``u(•) = 𝟙`` and ``u([t₁, …, t_m]) = ∏_j A u(t_j)`` (elementwise product over children);
 * ``γ(•) = 1`` and ``γ([t₁, …, t_m]) = |t| ∏_j γ(t_j)``.
 
-Trees are generated programmatically (every tree of order n grows from one of order n − 1
-by attaching a leaf), so no condition is typed by hand. Everything is evaluated in exact
-rational arithmetic.
+The trees and elementary weights are :mod:`stiffkit.tableaux.trees` (pure functions of the
+coefficients, which :class:`~stiffkit.tableaux.tableau.ButcherTableau` also uses to verify a
+declared order on construction); this module is the public face that accepts names and
+reports every condition. Everything is evaluated in exact rational arithmetic.
 """
 
 from __future__ import annotations
 
-import functools
 from fractions import Fraction
 
 import pandas as pd
 
-from stiffkit._utils import check_int
 from stiffkit.tableaux.registry import get_tableau
 from stiffkit.tableaux.tableau import ButcherTableau
+from stiffkit.tableaux.trees import (
+    MAX_ORDER,
+    rooted_trees,
+    satisfied_order,
+    stage_vectors,
+    tree_density,
+    tree_order,
+    tree_string,
+)
 
 __all__ = [
     "rooted_trees",
@@ -30,67 +38,6 @@ __all__ = [
     "computed_order",
 ]
 
-#: A rooted tree as the sorted tuple of its children; the single node is ``()``.
-Tree = tuple
-
-MAX_ORDER = 8
-
-
-def _canonical(children) -> Tree:
-    return tuple(sorted(children, key=_sort_key))
-
-
-def _sort_key(tree: Tree):
-    return (tree_order(tree), repr(tree))
-
-
-@functools.lru_cache(maxsize=None)
-def tree_order(tree: Tree) -> int:
-    """Return the number of nodes ``|t|``."""
-    return 1 + sum(tree_order(child) for child in tree)
-
-
-@functools.lru_cache(maxsize=None)
-def tree_density(tree: Tree) -> int:
-    """Return the density ``γ(t)``."""
-    out = tree_order(tree)
-    for child in tree:
-        out *= tree_density(child)
-    return out
-
-
-def _grow(tree: Tree) -> set[Tree]:
-    """All trees obtained by attaching one leaf to some node of `tree`."""
-    out = {_canonical(tree + ((),))}  # a new leaf on the root
-    for i, child in enumerate(tree):
-        rest = tree[:i] + tree[i + 1 :]
-        for grown in _grow(child):
-            out.add(_canonical(rest + (grown,)))
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def rooted_trees(order: int) -> tuple[Tree, ...]:
-    """Return all rooted trees with exactly `order` nodes (canonical, sorted).
-
-    Their counts are 1, 1, 2, 4, 9, 20, 48, 115 for orders 1..8 (OEIS A000081).
-    """
-    check_int(order, "order")
-    if order == 1:
-        return ((),)
-    trees: set[Tree] = set()
-    for smaller in rooted_trees(order - 1):
-        trees |= _grow(smaller)
-    return tuple(sorted(trees, key=_sort_key))
-
-
-def _tree_string(tree: Tree) -> str:
-    """Butcher's bracket notation: ``•``, ``[•]``, ``[•,•]``, ``[[•]]``, …"""
-    if not tree:
-        return "•"
-    return "[" + ",".join(_tree_string(c) for c in tree) + "]"
-
-
 def _weights(tableau: ButcherTableau, which: str) -> tuple[Fraction, ...]:
     if which == "main":
         return tableau.b
@@ -98,22 +45,6 @@ def _weights(tableau: ButcherTableau, which: str) -> tuple[Fraction, ...]:
     if vec is None:
         raise ValueError(f"Tableau {tableau.name!r} has no {which} weights.")
     return vec
-
-
-def _stage_vectors(tableau: ButcherTableau):
-    """Return a memoised ``u(t)`` for `tableau` (exact)."""
-    A, s = tableau.A, tableau.num_stages
-
-    @functools.lru_cache(maxsize=None)
-    def u(tree: Tree) -> tuple[Fraction, ...]:
-        vec = [Fraction(1)] * s
-        for child in tree:
-            uc = u(child)
-            Au = [sum((A[i][j] * uc[j] for j in range(i) if A[i][j]), Fraction(0)) for i in range(s)]
-            vec = [v * w for v, w in zip(vec, Au)]
-        return tuple(vec)
-
-    return u
 
 
 def order_condition_residuals(
@@ -140,14 +71,14 @@ def order_condition_residuals(
     if which not in ("main", "embedded", "aux"):
         raise ValueError("`which` must be 'main', 'embedded' or 'aux'.")
     b = _weights(tableau, which)
-    u = _stage_vectors(tableau)
+    u = stage_vectors(tableau.A)
     rows = []
     for p in range(1, max_order + 1):
         for tree in rooted_trees(p):
             phi = sum((bi * ui for bi, ui in zip(b, u(tree))), Fraction(0))
             res = phi - Fraction(1, tree_density(tree))
             rows.append(
-                dict(order=p, tree=_tree_string(tree), gamma=tree_density(tree),
+                dict(order=p, tree=tree_string(tree), gamma=tree_density(tree),
                      phi=float(phi), residual=float(res), satisfied=abs(res) <= tableau.tol)
             )
     return pd.DataFrame(rows)
@@ -178,11 +109,4 @@ def computed_order(
     """
     tableau = get_tableau(tableau)
     which = which or ("embedded" if embedded else "main")
-    b = _weights(tableau, which)
-    u = _stage_vectors(tableau)
-    for p in range(1, max_order + 1):
-        for tree in rooted_trees(p):
-            phi = sum((bi * ui for bi, ui in zip(b, u(tree))), Fraction(0))
-            if abs(phi - Fraction(1, tree_density(tree))) > tableau.tol:
-                return p - 1
-    return max_order
+    return satisfied_order(tableau.A, _weights(tableau, which), tableau.tol, max_order)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from stiffkit._utils import check_int
+from stiffkit.tableaux.trees import satisfied_order
 
 __all__ = ["ButcherTableau"]
 
@@ -100,7 +101,8 @@ class ButcherTableau:
     Raises
     ------
     ValueError
-        If the tableau is inconsistent; the message names the broken condition.
+        If the tableau is inconsistent, including a declared order (or embedded / aux
+        order) that its coefficients do not satisfy; the message names the broken condition.
     """
 
     name: str
@@ -175,6 +177,22 @@ class ButcherTableau:
             raise ValueError(
                 "`fsal=True` requires c[-1] = 1, b[-1] = 0 and the last row of `A` equal to `b`."
             )
+        self._check_declared_orders()
+
+    def _check_declared_orders(self) -> None:
+        """Raise unless the coefficients satisfy every declared order (by rooted trees)."""
+        for weights, order_name in (("b", "order"), ("b_hat", "embedded_order"),
+                                    ("b_hat_aux", "aux_order")):
+            vec, declared = getattr(self, weights), getattr(self, order_name)
+            if vec is None:
+                continue
+            check_int(declared, order_name)
+            held = satisfied_order(self.A, vec, self.tol, declared)
+            if held < declared:
+                raise ValueError(
+                    f"`{order_name}` = {declared} is not satisfied by `{weights}`: the order "
+                    f"conditions hold only up to order {held}."
+                )
 
     @property
     def has_fsal_structure(self) -> bool:

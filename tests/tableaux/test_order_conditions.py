@@ -64,7 +64,7 @@ def test_perturbed_coefficient_lowers_the_order():
     A = [list(r) for r in rk4.A]
     A[3][2] = Fraction(1) - Fraction(1, 10)
     A[3][1] = Fraction(1, 10)  # keep the row sum = c_4 = 1
-    broken = ButcherTableau("rk4_broken", A=A, b=rk4.b, c=rk4.c, order=1)
+    broken = ButcherTableau("rk4_broken", A=A, b=rk4.b, c=rk4.c, order=1)  # declared honestly
     assert computed_order(broken) < 4
 
 
@@ -83,3 +83,20 @@ def test_bad_arguments():
         computed_order("rk4", embedded=True)
     with pytest.raises(ValueError, match="`which`"):
         order_condition_residuals("rk4", which="other")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    (dict(order=5), "`order` = 5 is not satisfied by `b`: the order conditions hold only up to order 4"),
+    (dict(b_hat=["1/6", "1/3", "1/3", "1/6"], embedded_order=1), "`b_hat` must differ"),
+])
+def test_a_declared_order_the_coefficients_do_not_satisfy_is_refused(changes, message):
+    rk4 = get_tableau("rk4")
+    with pytest.raises(ValueError, match=message):
+        ButcherTableau("rk4_overclaimed", A=rk4.A, b=rk4.b, c=rk4.c, **{"order": 4, **changes})
+
+
+def test_an_overclaimed_embedded_order_is_refused():
+    heun = get_tableau("heun_euler")
+    with pytest.raises(ValueError, match="`embedded_order` = 2 is not satisfied by `b_hat`"):
+        ButcherTableau("heun_overclaimed", A=heun.A, b=heun.b, c=heun.c, order=2,
+                       b_hat=heun.b_hat, embedded_order=2)
