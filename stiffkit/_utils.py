@@ -25,6 +25,7 @@ __all__ = [
     "check_same_shape",
     "check_int",
     "check_output",
+    "check_batch",
     "secant_ratio",
     "progress",
 ]
@@ -110,6 +111,15 @@ def check_int(n: Any, name: str, minimum: int = 1) -> int:
             minimum, f"an integer >= {minimum}")
         raise ValueError(f"`{name}` must be {what}, got {n!r}.")
     return int(n)
+
+
+def check_batch(x: Tensor, name: str) -> Tensor:
+    """Return `x` (a checked floating tensor ``[batch, *dims]``) unless its batch is empty."""
+    check_tensor(x, name)
+    if x.shape[0] == 0:
+        raise ValueError(f"`{name}` has an empty batch (shape {tuple(x.shape)}); "
+                         "pass at least one sample.")
+    return x
 
 
 def check_output(y: Any, x: Tensor, name: str = "f", *, same_dtype: bool = False) -> Tensor:

@@ -18,19 +18,24 @@ them (no dense output).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_positive, check_tensor
+from stiffkit._utils import check_batch, check_finite, check_output, check_positive
 from stiffkit.integrate.controller import ERR_PREV_FLOOR, StepController
 from stiffkit.integrate.rk import Drift, RKStep, _combine, pair_stage_index, rk_step
 from stiffkit.integrate.trajectory import Trajectory
 from stiffkit.tableaux import ButcherTableau, get_tableau
 
 __all__ = ["AdaptiveSolution", "solve_adaptive", "error_norm", "initial_step"]
+
+#: Smallest relative tolerance, in units of the dtype's machine epsilon (scipy uses 100 too):
+#: below it the embedded error estimate is roundoff and the step size collapses.
+MIN_RTOL_ULPS = 100.0
 
 @dataclass(frozen=True, eq=False)
 class AdaptiveSolution:
@@ -129,10 +134,16 @@ def solve_adaptive(
     tab = get_tableau(tableau)
     if tab.b_hat is None or tab.embedded_order is None:
         raise ValueError(f"`tableau` must be an embedded pair; {tab.name!r} has no `b_hat`.")
-    check_tensor(x0, "x0")
+    check_batch(x0, "x0")
     check_finite(x0, "x0")
     check_positive(rtol, "rtol")
     check_positive(atol, "atol")
+    min_rtol = MIN_RTOL_ULPS * torch.finfo(x0.dtype).eps
+    if rtol < min_rtol:
+        warnings.warn(f"`rtol` = {rtol:g} is below {MIN_RTOL_ULPS:g} ulps of {x0.dtype} "
+                      f"(the error estimate is roundoff there); using rtol = {min_rtol:.3g}.",
+                      RuntimeWarning, stacklevel=2)
+        rtol = min_rtol
     if not isinstance(controller, str):
         raise ValueError(f"`controller` must be 'pi' or 'i', got {controller!r}.")
     if use_aux_error and tab.b_hat_aux is None:
@@ -167,6 +178,8 @@ def solve_adaptive(
     x, t = x0, t0
     k1 = f(as_t(t), x)
     nfe = 1
+    if not bool(torch.isfinite(check_output(k1, x0)).all()):
+        raise ValueError(f"`f` returned NaN or Inf at the initial state (t = {t0:g}).")
     if h0 is None:
         h = initial_step(f, as_t(t), x, k1, direction, q - 1, rtol, atol)
         nfe += 1
@@ -184,7 +197,7 @@ def solve_adaptive(
     rec["x"].append(x0)
     err_prev = ERR_PREV_FLOOR
     accepted = rejected = 0
-    last_rejected = False
+    last_rejected = last_nonfinite = False
 
     while next_out < len(outs):
         if accepted + rejected >= max_steps:
@@ -192,6 +205,11 @@ def solve_adaptive(
         target = outs[next_out]
         h = min(h, abs(target - t))
         if h <= 16 * math.ulp(max(abs(t), 1.0)):
+            if last_nonfinite:
+                raise RuntimeError(
+                    f"solve_adaptive: `f` returned NaN or Inf at every step size down to "
+                    f"h = {h:.3g} from t = {t:.6g} (the state there is finite): the drift is "
+                    "undefined near this state.")
             raise RuntimeError(f"solve_adaptive: step size underflow at t = {t:.6g}.")
         step: RKStep = rk_step(f, as_t(t), x, direction * h, tab, k1=k1)
         nfe += step.num_evals
@@ -200,7 +218,9 @@ def solve_adaptive(
             e3 = error_norm(_combine(torch.zeros_like(x), step.h, aux_w, step.k), x, step.x, rtol, atol)
             denom = torch.sqrt(err**2 + 0.01 * e3**2)
             err = torch.where(denom > 0, err**2 / denom.clamp_min(1e-300), err)
-        decision = control.decide(float(err.max()), err_prev, last_rejected)
+        err_max = float(err.max())
+        last_nonfinite = not math.isfinite(err_max)
+        decision = control.decide(err_max, err_prev, last_rejected)
         if decision.accept:
             err_prev = decision.err_prev
             # Land exactly on the output time when the step was clipped to reach it.

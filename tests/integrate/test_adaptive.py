@@ -111,3 +111,31 @@ def test_bad_arguments(kwargs, exc, message):
     args.update(kwargs)
     with pytest.raises(exc, match=message):
         solve_adaptive(linear, X0, args.pop("t_span"), args.pop("tableau"), **args)
+
+
+def test_nan_drift_at_the_initial_state_is_named():
+    with pytest.raises(ValueError, match="`f` returned NaN or Inf at the initial state"):
+        solve_adaptive(lambda t, x: x * float("nan"), X0, (0.0, 1.0))
+
+
+def test_drift_undefined_beyond_a_point_is_reported_not_hidden_as_underflow():
+    # Finite for t < 0.5, NaN beyond: every step that crosses 0.5 fails, whatever its size.
+    def f(t, x):
+        return torch.where(t < 0.5, -x, torch.full_like(x, float("nan")))
+
+    with pytest.raises(RuntimeError, match="`f` returned NaN or Inf at every step size"):
+        solve_adaptive(f, X0, (0.0, 1.0), rtol=1e-6, atol=1e-9)
+
+
+def test_empty_batch_is_refused():
+    with pytest.raises(ValueError, match="`x0` has an empty batch"):
+        solve_adaptive(linear, X0[:0], (0.0, 1.0))
+
+
+def test_rtol_below_roundoff_warns_and_is_clamped():
+    x0 = X0.float()
+    with pytest.warns(RuntimeWarning, match="`rtol` = 1e-12 is below 100 ulps"):
+        sol = solve_adaptive(lambda t, x: -x, x0, (0.0, 1.0), rtol=1e-12, atol=1e-12)
+    clamped = solve_adaptive(lambda t, x: -x, x0, (0.0, 1.0),
+                             rtol=100 * torch.finfo(torch.float32).eps, atol=1e-12)
+    assert sol.num_accepted == clamped.num_accepted < 500
