@@ -1,8 +1,8 @@
-"""Tests for ``stiffkit.diffusion.mixtures``: exact mixture densities, scores and Jacobians.
+"""Tests for ``stiffkit.diffusion.mixtures.mixture``: exact densities, scores and Jacobians.
 
 Truth comes from places the module does not use: autograd of ``log_prob``, ``jacrev`` of the
-drift, dense per-component linear algebra in numpy/scipy, grid quadrature of the posterior,
-the analytic spectrum of a single Gaussian, and the tree recipe of DESIGN.md §5.
+drift, dense per-component linear algebra in numpy/scipy, grid quadrature of the posterior
+and the analytic spectrum of a single Gaussian.
 """
 
 import math
@@ -13,112 +13,29 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from _mixture_data import (
+    EXACT_RTOL,
+    F64,
+    SIGMAS,
+    _autograd_jacobian,
+    _autograd_score,
+    _gen,
+    _moments,
+    _per_sample_sigma,
+    _rel_err,
+    _test_points,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
-from torch.func import jacrev
 
 from stiffkit.diffusion.mixtures import (
     GaussianMixture,
-    grid_gmm,
     random_gmm,
     ring_gmm,
     tree_gmm,
 )
-
-F64 = torch.float64
-#: float64 agreement between two exact formulas of the same quantity (relative, in norm).
-EXACT_RTOL = 1e-10
-SIGMAS = [0.0, 0.005, 0.1, 1.0]
-
-
-@pytest.fixture(scope="module")
-def tree() -> GaussianMixture:
-    return tree_gmm("AB")
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm().clamp_min(1e-300))
-
-
-def _moments(gmm: GaussianMixture, sigma: float = 0.0):
-    """Exact mean ``[d]`` and covariance ``[d, d]`` of ``p_σ``."""
-    w, mu, cov = gmm.weights, gmm.means, gmm.covs
-    mean = w @ mu
-    second = torch.einsum("k,kij->ij", w, cov + mu[:, :, None] * mu[:, None, :])
-    return mean, second - torch.outer(mean, mean) + sigma**2 * torch.eye(gmm.dim, dtype=F64)
-
-
-def _autograd_score(gmm, x, sigma):
-    x = x.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(gmm.log_prob(x, sigma).sum(), x)
-    return grad
-
-
-def _autograd_jacobian(gmm, x, sigma):
-    # Samples are independent, so d(Σ_b f_b)/dx gives every per-sample Jacobian at once.
-    jac = jacrev(lambda z: gmm.drift(z, sigma).sum(0))(x)  # [d_out, b, d_in]
-    return jac.movedim(1, 0)
-
-
-def _test_points(gmm, sigma, seed=0):
-    """52 samples of ``p_σ``, the last four moved well off the data."""
-    x = gmm.sample(52, sigma, _gen(seed))
-    x[-4:] = 3.0 * torch.randn(4, gmm.dim, dtype=F64, generator=_gen(seed + 1))
-    return x
-
-
-def _per_sample_sigma(n, seed=0):
-    return 10 ** (-2.5 + 2.5 * torch.rand(n, dtype=F64, generator=_gen(seed)))
-
-
-# --------------------------------------------------------------------------- the tree
-
-
-@pytest.mark.parametrize(("classes", "count"), [("A", 1016), ("B", 1016), ("AB", 2032)])
-def test_tree_component_counts(classes, count):
-    gmm = tree_gmm(classes)
-    assert gmm.num_components == count and gmm.dim == 2
-    assert gmm.means.shape == (count, 2) and gmm.covs.shape == (count, 2, 2)
-    torch.testing.assert_close(gmm.weights.sum(), torch.tensor(1.0, dtype=F64))
-
-
-def test_tree_moments_match_design():
-    mean_a, _ = _moments(tree_gmm("A"))
-    assert torch.allclose(mean_a, torch.tensor([0.37, 0.37], dtype=F64), atol=0.01)
-    _, cov_ab = _moments(tree_gmm("AB"))
-    assert torch.allclose(cov_ab.diagonal().sqrt(), torch.full((2,), 0.50, dtype=F64), atol=0.02)
-
-
-def test_tree_trunk_follows_recipe():
-    # The first draw of RandomState(2) sets class A's trunk length; its first component
-    # sits at t = 0.07 along the π/4 direction, scaled per axis.
-    dist = 0.292 * (1 + 0.2 * np.random.RandomState(2).randn())
-    u = np.array([1.0, 1.0]) / math.sqrt(2.0)
-    scale = np.array([1.3136, 1.3844])
-    first = (np.array([0.0030, 0.0325]) + u * dist * 0.07) * scale
-    np.testing.assert_allclose(tree_gmm("A").means[0].numpy(), first, rtol=1e-12)
-    size = scale * dist * 0.06
-    cov = (np.outer(u, u) + (np.eye(2) - np.outer(u, u)) * (0.2 / dist) ** 2) * np.outer(size, size)
-    np.testing.assert_allclose(tree_gmm("A").covs[0].numpy(), cov, rtol=1e-12)
-
-
-def test_tree_classes_share_one_stream_and_renormalise():
-    a, b, ab = tree_gmm("A"), tree_gmm("B"), tree_gmm("AB")
-    assert torch.equal(ab.means, torch.cat([a.means, b.means]))
-    assert torch.equal(ab.covs, torch.cat([a.covs, b.covs]))
-    torch.testing.assert_close(ab.weights[:1016] / ab.weights[:1016].sum(), a.weights)
-    torch.testing.assert_close(ab.weights[1016:] / ab.weights[1016:].sum(), b.weights)
-    # B grows after A on the same stream, so it is not A's mirror image.
-    assert not torch.allclose(b.means, -a.means, atol=1e-3)
-
-
-# --------------------------------------------------------------------------- exactness
 
 
 @pytest.mark.parametrize("sigma", SIGMAS + ["per-sample"])
@@ -258,9 +175,6 @@ def test_far_from_data_stays_finite_and_right(tree, dtype, sigma):
     assert bool((lp >= best * (1 + 1e-6)).all()) and bool((lp <= best + math.log(2032)).all())
 
 
-# --------------------------------------------------------------------------- sampling
-
-
 def _check_moments(samples, mean, cov, n_se=5.0):
     n = samples.shape[0]
     centred = samples - samples.mean(0)
@@ -288,9 +202,6 @@ def test_sample_is_reproducible_and_accepts_per_sample_sigma(tree):
     assert torch.equal(a, tree.sample(1000, 0.2, _gen(7)))
     assert torch.equal(a, tree.sample(1000, torch.full((1000,), 0.2, dtype=F64), _gen(7)))
     assert tree.sample(10, dtype=torch.float32, generator=_gen(0)).dtype == torch.float32
-
-
-# --------------------------------------------------------------------------- chunking & memory
 
 
 def test_chunking_does_not_change_results(tree):
@@ -325,28 +236,6 @@ def test_large_batch_runs_in_bounded_memory():
     assert int(out.stdout.strip()) < 1024 * 1024  # KiB: well under 1 GiB of growth
 
 
-# --------------------------------------------------------------------------- constructors
-
-
-def test_ring_and_grid():
-    ring = ring_gmm(8, radius=2.0, std=0.1)
-    assert ring.num_components == 8
-    torch.testing.assert_close(ring.means.norm(dim=1), torch.full((8,), 2.0, dtype=F64))
-    torch.testing.assert_close(ring.covs, 0.01 * torch.eye(2, dtype=F64).expand(8, 2, 2))
-    grid = grid_gmm(5, spacing=0.5)
-    assert grid.num_components == 25
-    torch.testing.assert_close(grid.weights @ grid.means, torch.zeros(2, dtype=F64))
-    assert set(np.round(grid.means[:, 0].numpy(), 12)) == {-1.0, -0.5, 0.0, 0.5, 1.0}
-
-
-@pytest.mark.parametrize(("dim", "rank"), [(8, None), (40, 3)])
-def test_random_gmm_condition_number(dim, rank):
-    gmm = random_gmm(dim, 3, seed=1, rank=rank, min_std=0.1, condition=50.0)
-    eig = torch.linalg.eigvalsh(gmm.covs)  # [K, d]
-    torch.testing.assert_close(eig[:, 0], torch.full((3,), 0.01, dtype=F64))
-    torch.testing.assert_close(eig[:, -1], torch.full((3,), 0.5, dtype=F64))
-
-
 def test_low_rank_agrees_with_its_dense_twin():
     low = random_gmm(10, 4, seed=2, rank=3)
     dense = GaussianMixture(low.weights, low.means, low.covs)
@@ -354,18 +243,6 @@ def test_low_rank_agrees_with_its_dense_twin():
     for name in ("log_prob", "responsibilities", "score", "denoise", "drift", "drift_jacobian"):
         a, b = getattr(low, name)(x, 0.1), getattr(dense, name)(x, 0.1)
         assert _rel_err(a, b) < 1e-11, name
-
-
-def test_random_gmm_in_4096_dimensions():
-    gmm = random_gmm(4096, 3, seed=0)
-    assert gmm.rank < gmm.dim
-    x = gmm.sample(4, 0.3, _gen(10))
-    assert _rel_err(gmm.score(x, 0.3), _autograd_score(gmm, x, 0.3)) < EXACT_RTOL
-    assert _rel_err(gmm.drift(x, 0.3), (x - gmm.denoise(x, 0.3)) / 0.3) < 1e-9
-    assert gmm.drift(x.float(), 0.3).dtype == torch.float32
-
-
-# --------------------------------------------------------------------------- validation
 
 
 def _spd(k=2, d=2):
@@ -424,3 +301,15 @@ def test_dtype_and_empty_batch():
     x = torch.zeros(0, 2, dtype=torch.float32)
     assert gmm.score(x, 0.1).shape == (0, 2) and gmm.score(x, 0.1).dtype == torch.float32
     assert gmm.drift_jacobian(torch.ones(3, 2, dtype=torch.float32), 0.1).dtype == torch.float32
+
+
+def test_counts_are_checked_integers():
+    gmm = ring_gmm()
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="`chunk_size`"):
+            GaussianMixture(gmm.weights, gmm.means, gmm.covs, chunk_size=bad)
+    for bad in (-1, 3.0):
+        with pytest.raises(ValueError, match="`n`"):
+            gmm.sample(bad)
+    assert gmm.sample(np.int64(3), generator=_gen(12)).shape == (3, 2)
+    assert GaussianMixture(gmm.weights, gmm.means, gmm.covs, chunk_size=np.int64(2)).chunk_size == 2
