@@ -10,13 +10,14 @@
 * ``power-k`` — k forward-mode Jacobian–vector products of power iteration;
 * ``arpack`` — Lanczos (``eigsh``) on a JVP ``LinearOperator``, one sample at a time;
 * ``dense`` — the full Jacobian from d batched forward-mode JVPs
-  (``stiffkit.estimators.eigen.jacobian_dense``) + ``eigh`` + residuals (``dominant_eig(method="dense")``).
+  (``stiffkit.estimators.jvp.jacobian_dense``) + ``eigh`` + residuals
+  (``dominant_eig(method="dense")``).
 
 Times are per sample: the median of 3 runs after one warm-up run (forward-mode AD pays a
 one-off set-up on first use); these are absolute times of one method at a time, not ratios,
-so read them as orders of magnitude on a shared machine. At d = 4096 dense runs on one sample, once, if the
-predicted time (a 1024 ``eigh`` scaled by d³ plus d products) fits ``DENSE_BUDGET_S``;
-otherwise its row is the prediction, labelled ``extrapolated``.
+so read them as orders of magnitude on a shared machine. At d = 4096 dense runs on one
+sample, once, if the predicted time (a 1024 ``eigh`` scaled by d³ plus d products) fits
+``DENSE_BUDGET_S``; otherwise its row is the prediction, labelled ``extrapolated``.
 
 **Scaling.** Mixtures with a *fixed* covariance rank (8) and 16 components, so one drift
 evaluation costs O(K·d·r) — linear in d — for d from 16 to 16384 (the accuracy cases use
@@ -103,7 +104,8 @@ def run_case(name, gmm, batch, power_ks, dense_max_dim, repeats, seed=0):
     h = 0.05 * SIGMA
     pair = _heun_pair(f, s, x, h)
     rho, sec = _timed(lambda: stiffkit.pair_stiffness(*pair), repeats)
-    truth_pair = torch.linalg.eigvalsh(gmm.drift_jacobian(pair[0], SIGMA - h)).abs().max(dim=1).values
+    jac_pair = gmm.drift_jacobian(pair[0], SIGMA - h)
+    truth_pair = torch.linalg.eigvalsh(jac_pair).abs().max(dim=1).values
     add("pair", rho, truth_pair, sec, 0)
 
     v0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=x.dtype)
@@ -113,7 +115,7 @@ def run_case(name, gmm, batch, power_ks, dense_max_dim, repeats, seed=0):
         add(f"power-{k}", res.value.abs(), truth, sec, k)
     res, sec = _timed(lambda: stiffkit.dominant_eig(f, s, x, method="arpack", symmetric=True,
                                                     jvp_method="forward"), repeats)
-    add("arpack", res.value.abs(), truth, sec, res.num_products / batch)
+    add("arpack", res.value.abs(), truth, sec, int(res.num_products.sum()) / batch)
     if d <= dense_max_dim:
         res, sec = _timed(lambda: stiffkit.dominant_eig(f, s, x, method="dense", symmetric=True,
                                                         jvp_method="forward"), repeats)
@@ -165,16 +167,19 @@ def scaling_sweep(dims, batch, dense_max_dim, repeats):
             "drift (1 evaluation)": (lambda: f(s, x), batch, 1, repeats),
             "jvp (1 product)": (lambda: op(v), batch, 1, repeats),
             "pair (0 evaluations)": (lambda: stiffkit.pair_stiffness(*pair), batch, 1, repeats),
-            "power-20": (lambda: stiffkit.power_iteration(op, v, max_iter=20, tol=0.0), batch, 1, repeats),
+            "power-20": (lambda: stiffkit.power_iteration(op, v, max_iter=20, tol=0.0), batch, 1,
+                         repeats),
             "arpack": (lambda: stiffkit.dominant_eig(f, s, x[:na], method="arpack", symmetric=True,
                                                      jvp_method="forward"), na, 0, 1),
         }
         if d <= dense_max_dim:  # the JVP path is warm by now: one timed run
-            cases["dense"] = (lambda: stiffkit.dominant_eig(f, s, x[:nd], method="dense", symmetric=True,
-                                                            jvp_method="forward"), nd, 0, 1)
+            cases["dense"] = (lambda: stiffkit.dominant_eig(f, s, x[:nd], method="dense",
+                                                            symmetric=True, jvp_method="forward"),
+                              nd, 0, 1)
         for method, (fn, n, warm, reps) in cases.items():
             _, sec = _timed(fn, reps, warm)
-            rows.append(dict(d=d, method=method, seconds_per_sample=sec / n, samples=n, note="measured"))
+            rows.append(dict(d=d, method=method, seconds_per_sample=sec / n, samples=n,
+                             note="measured"))
         print(f"scaling d={d}: done", flush=True)
     df = pd.DataFrame(rows)
     # Dense beyond the measured range. Its cost is d batched products (linear in d while the
@@ -229,7 +234,8 @@ def plot_scaling(df, path, acc=None):
             continue
         meas = grp[grp.note == "measured"]
         slope = f", slope {fitted[method][0]:.2f}" if method in fitted else ""
-        ax.plot(meas.d, meas.seconds_per_sample, marker=marker, color=color, label=f"{method}{slope}")
+        ax.plot(meas.d, meas.seconds_per_sample, marker=marker, color=color,
+                label=f"{method}{slope}")
         extra = grp[grp.note != "measured"]
         if len(extra):
             ext = pd.concat([meas.tail(1), extra])
@@ -251,7 +257,8 @@ def plot_scaling(df, path, acc=None):
     ax.set_xlabel("state dimension d")
     ax.set_ylabel("wall time per sample (s)")
     ax.set_title(f"Estimator cost vs dimension (mixture, {SWEEP_COMPONENTS} components, covariance "
-                 f"rank {SWEEP_RANK})\nlog–log slopes over each method's {SLOPE_POINTS} largest measured d; "
+                 f"rank {SWEEP_RANK})\nlog–log slopes over each method's {SLOPE_POINTS} "
+                 "largest measured d; "
                  "1 = linear in d", fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -305,7 +312,8 @@ def main(argv=None):
   (the dashed extrapolation uses both terms, the cubic one from a timed `eigh`). Either way
   it is d products per sample where power iteration needs k ≈ 20 and the pair none.
 """
-    md = write_results(run, args.out, "estimators", "Eigen-estimators: accuracy vs cost, and scaling with d", [
+    title = "Eigen-estimators: accuracy vs cost, and scaling with d"
+    md = write_results(run, args.out, "estimators", title, [
         ("", acc, "Relative error of |λ_max| vs dense truth, and cost (σ = 0.05)"),
         ("scaling", sweep, "Scaling sweep: wall time per sample vs d (fixed-rank mixtures)"),
         ("slopes", slope_df, "Fitted log–log slopes (the figure's legend)"),

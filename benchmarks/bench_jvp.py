@@ -31,7 +31,7 @@ from _common import Run, parse_args, write_results  # noqa: E402
 from _harness import compare  # noqa: E402
 
 from stiffkit._utils import flat_norm  # noqa: E402
-from stiffkit.estimators.eigen import jvp_operator  # noqa: E402
+from stiffkit.estimators.jvp import jvp_operator  # noqa: E402
 from stiffkit.paper.toy import toy_world  # noqa: E402
 
 SIGMA = 0.1
@@ -98,10 +98,10 @@ def main(argv=None):
   assumes the drift varies on an O(1) length scale; at σ = 0.1 the learned drift bends on a
   scale ~σ near the thin branches, so in float32 (step ≈ 5e-3) its truncation error is large
   for a few samples. Pass a smaller `fd_eps`, work in float64, or use forward/vjp.
-"""
-    md = write_results(run, args.out, "jvp", "JVP paths on the learned drift: forward vs double-backward vs finite differences",
-                       [("", df, f"Time per batched product (ms, medians) and agreement with forward mode, σ = {SIGMA}")],
-                       notes=notes)
+"""  # noqa: E501 - markdown written verbatim to the results
+    title = "JVP paths on the learned drift: forward vs double-backward vs finite differences"
+    caption = f"Time per batched product (ms, medians) and agreement with forward mode, σ = {SIGMA}"
+    md = write_results(run, args.out, "jvp", title, [("", df, caption)], notes=notes)
     print(md)
 
 

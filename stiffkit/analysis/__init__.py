@@ -3,12 +3,16 @@
 * :mod:`~stiffkit.analysis.analyze` — one row per step and sample: estimates, references,
   local errors and alignments;
 * :mod:`~stiffkit.analysis.columns` — the report's column schema, shared with the monitor;
+* :mod:`~stiffkit.analysis.rule` — DOPRI5's stiffness rule (:class:`StiffnessRule`), run
+  per sample;
 * :mod:`~stiffkit.analysis.monitor` — :class:`StiffnessMonitor`, Hairer's estimate during a
-  ``torchdiffeq.odeint`` solve at no extra evaluation, and DOPRI5's stiffness rule.
+  ``torchdiffeq.odeint`` solve at no extra evaluation (its torchdiffeq glue lives in the
+  private ``stiffkit.analysis._torchdiffeq``).
 """
 
 from stiffkit.analysis.analyze import analyze
 from stiffkit.analysis.columns import COLUMNS
-from stiffkit.analysis.monitor import StiffnessMonitor, StiffnessRule, odeint_monitored
+from stiffkit.analysis.monitor import StiffnessMonitor, odeint_monitored
+from stiffkit.analysis.rule import StiffnessRule
 
 __all__ = ["COLUMNS", "StiffnessMonitor", "StiffnessRule", "analyze", "odeint_monitored"]

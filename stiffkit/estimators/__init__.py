@@ -1,8 +1,11 @@
 """Estimators of stiffness and of the local error, at the cost each one states.
 
-* :mod:`~stiffkit.estimators.eigen` — Jacobian–vector products of a drift (forward mode,
-  double backward, finite differences) and the dominant eigenpairs of ``∂f/∂x`` by power
-  iteration, ARPACK or a dense Jacobian;
+* :mod:`~stiffkit.estimators.jvp` — Jacobian–vector products of a drift (forward mode,
+  double backward, finite differences) and its dense per-sample Jacobian;
+* :mod:`~stiffkit.estimators.eigen` — the dominant eigenpairs of ``∂f/∂x`` by power
+  iteration, ARPACK or a dense Jacobian, all returned as one
+  :class:`~stiffkit.estimators.eigen.EigResult` whose ``num_products`` counts the
+  Jacobian–vector products spent per sample;
 * :mod:`~stiffkit.estimators.pair` — Proposition 1's two-point estimate ρ̂, Hairer's
   stage-pair estimate and the stiffness indicator ``h·ρ̂ / boundary`` (no extra evaluations);
 * :mod:`~stiffkit.estimators.lte` — the local truncation error against a converged reference
@@ -10,14 +13,14 @@
 """
 
 from stiffkit.estimators.eigen import (
-    DominantEig,
+    EigResult,
     arpack_eig,
     dominant_eig,
     eig_dense,
-    jacobian_dense,
-    jvp_operator,
     power_iteration,
+    sorted_eig,
 )
+from stiffkit.estimators.jvp import JVPOperator, jacobian_dense, jvp_operator
 from stiffkit.estimators.lte import (
     alignment,
     eigen_coefficients,
@@ -36,7 +39,8 @@ from stiffkit.estimators.pair import (
 
 __all__ = [
     "PAIR_EPS",
-    "DominantEig",
+    "EigResult",
+    "JVPOperator",
     "alignment",
     "arpack_eig",
     "dominant_eig",
@@ -51,6 +55,7 @@ __all__ = [
     "pair_stiffness",
     "power_iteration",
     "reference_step",
+    "sorted_eig",
     "stage_pair",
     "stiffness_indicator",
 ]

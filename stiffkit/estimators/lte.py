@@ -1,7 +1,8 @@
 """Local truncation error of one step and its alignment with eigenvectors.
 
 The LTE of a step from ``(t, x)`` is ``x_ref(t + h) − x_step``, where ``x_ref`` is the
-exact flow from ``x`` (DESIGN.md §3). The reference is exact for linear problems (a matrix
+exact flow from ``x`` (docs/theory/embedded_pairs.md, eq. (4)). The reference is exact for
+linear problems (a matrix
 exponential) and otherwise a converged solve of the same ODE: torchdiffeq ``dopri5`` at
 tight tolerance, or many RK4 substeps.
 """
@@ -20,12 +21,12 @@ from stiffkit.integrate.rk import RKStep, rk_step, solve_fixed
 
 __all__ = [
     "LTE",
-    "reference_step",
-    "local_truncation_error",
-    "eigen_coefficients",
-    "alignment",
-    "REFERENCE_RTOL",
     "REFERENCE_ATOL",
+    "REFERENCE_RTOL",
+    "alignment",
+    "eigen_coefficients",
+    "local_truncation_error",
+    "reference_step",
 ]
 
 #: Tolerances of the torchdiffeq reference solve (float64).
@@ -93,7 +94,9 @@ def reference_step(
         M = torch.as_tensor(np.array(matrix, dtype=np.float64))
         flat = x64.reshape(x.shape[0], -1)
         if M.shape != (flat.shape[1], flat.shape[1]):
-            raise ValueError(f"`matrix` must have shape {(flat.shape[1],) * 2}, got {tuple(M.shape)}.")
+            raise ValueError(
+                f"`matrix` must have shape {(flat.shape[1],) * 2}, got {tuple(M.shape)}."
+            )
         out = flat @ torch.linalg.matrix_exp(hh * M).T
         return out.reshape(x.shape).to(x.dtype)
 
@@ -165,6 +168,8 @@ def alignment(v1: Tensor, **vectors: Tensor) -> dict[str, Tensor]:
     out = {}
     for name, vec in vectors.items():
         if vec.shape != v1.shape:
-            raise ValueError(f"`{name}` must have the shape of `v1` {tuple(v1.shape)}, got {tuple(vec.shape)}.")
+            raise ValueError(
+                f"`{name}` must have the shape of `v1` {tuple(v1.shape)}, got {tuple(vec.shape)}."
+            )
         out[name] = flat_cosine(vec, v1.to(vec.dtype)).abs()
     return out

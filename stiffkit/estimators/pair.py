@@ -2,7 +2,8 @@
 
 * Proposition 1 of Kong et al. (ICLR 2026): for two points at the same time,
   ``ρ̂ = ‖f_a − f_b‖ / ‖x_a − x_b‖``. With ``Δx`` mostly along the dominant eigenvector
-  ``v₁`` of a symmetric Jacobian, ``|λ₁|√(1 − ε²) ≤ ρ̂ ≤ |λ₁|`` (DESIGN.md §3).
+  ``v₁`` of a symmetric Jacobian, ``|λ₁|√(1 − ε²) ≤ ρ̂ ≤ |λ₁|``
+  (docs/theory/proposition1.md, eq. (4)).
 * Directions: the normalised drift difference ``Δf/‖Δf‖`` (weights eigencomponent k by
   ``z_k²``, ERK-Guid's choice) and solution difference ``Δx/‖Δx‖`` (weights by ``z_k``).
 * Hairer's stage-difference estimate [HNW II.10, p. 21]: the same ratio from two stages at
@@ -16,21 +17,23 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import (
+    TINY,
     broadcast_per_sample,
     check_finite,
     check_same_shape,
     check_tensor,
     flat_norm,
+    secant_ratio,
 )
 from stiffkit.tableaux import get_tableau, real_stability_interval
 
 __all__ = [
     "PAIR_EPS",
-    "pair_stiffness",
-    "pair_directions",
-    "stage_pair",
-    "hairer_stiffness",
     "embedded_stiffness",
+    "hairer_stiffness",
+    "pair_directions",
+    "pair_stiffness",
+    "stage_pair",
     "stiffness_indicator",
 ]
 
@@ -69,10 +72,20 @@ def pair_stiffness(
     _check_pair(x_a, f_a, x_b, f_b)
     if not eps >= 0:
         raise ValueError("`eps` must be non-negative.")
-    num = flat_norm(f_a - f_b)
-    den = flat_norm(x_a - x_b) + eps
-    safe = den.clamp_min(1e-300) if eps == 0 else den
-    return num / safe
+    return guarded_secant_ratio(f_a - f_b, x_a - x_b, eps)
+
+
+def guarded_secant_ratio(df: Tensor, dx: Tensor, eps: float) -> Tensor:
+    """Return ``‖df‖ / (‖dx‖ + eps)`` per sample, ``[batch, *dims] -> [batch]`` (no checks).
+
+    :func:`stiffkit._utils.secant_ratio`, except that with ``eps = 0`` the denominator is
+    clamped to a tiny positive number, so identical points give 0 instead of NaN. The
+    kernel of :func:`pair_stiffness` and of the torchdiffeq monitor (which must not sync
+    the device for input checks on every step).
+    """
+    if eps == 0:
+        return flat_norm(df) / flat_norm(dx).clamp_min(TINY)
+    return secant_ratio(df, dx, eps)
 
 
 def pair_directions(

@@ -1,7 +1,7 @@
 """Eigenvector alignment along Heun trajectories: the data behind the paper's Figs. 2 and 3.
 
 At each Heun step ``i ≥ 1`` of a sampled trajectory, everything is measured **at one point**
-``(σ_i, x_i)`` (DESIGN.md §3, §4, §7):
+``(σ_i, x_i)`` (docs/theory/proposition1.md, docs/theory/erk_guid.md, docs/figures.md):
 
 * the reference eigenpairs of ``J = ∂f/∂x (σ_i, x_i)`` — a closed-form Jacobian when one is
   given (exact mixtures), else a dense Jacobian from ``n`` forward-mode JVPs
@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import flat_norm
-from stiffkit.estimators.eigen import jacobian_dense
+from stiffkit.estimators.eigen import sorted_eig
+from stiffkit.estimators.jvp import jacobian_dense
 from stiffkit.estimators.lte import REFERENCE_SUBSTEPS, alignment, reference_step
 from stiffkit.estimators.pair import PAIR_EPS, pair_stiffness
 from stiffkit.integrate.trajectory import Trajectory
@@ -67,7 +68,10 @@ ALIGNMENT_COLUMNS: dict[str, str] = {
 
 
 def sorted_eigh(jac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Diagonalise the symmetric part of ``jac: [batch, n, n]``, ordered by decreasing |λ|.
+    """Diagonalise the symmetric part of ``jac: [batch, n, n]``, ordered by decreasing ``|λ|``.
+
+    :func:`stiffkit.estimators.eigen.sorted_eig` with ``symmetric=True``, eigenvectors as
+    rows, and the measured asymmetry of ``jac``.
 
     Returns
     -------
@@ -78,15 +82,10 @@ def sorted_eigh(jac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     asymmetry : Tensor, [batch]
         ``‖J − Jᵀ‖_F / ‖J‖_F`` (0 for an exactly symmetric Jacobian).
     """
-    if jac.ndim != 3 or jac.shape[1] != jac.shape[2]:
-        raise ValueError(f"`jac` must have shape [batch, n, n], got {tuple(jac.shape)}.")
+    values, vecs = sorted_eig(jac, symmetric=True)  # checks the shape; columns = eigenvectors
     skew = jac - jac.transpose(1, 2)
     norm = torch.linalg.matrix_norm(jac)
     asymmetry = torch.linalg.matrix_norm(skew) / torch.where(norm > 0, norm, torch.ones_like(norm))
-    values, vecs = torch.linalg.eigh(0.5 * (jac + jac.transpose(1, 2)))
-    order = torch.sort(values.abs(), dim=1, descending=True, stable=True).indices
-    values = values.gather(1, order)
-    vecs = vecs.gather(2, order.unsqueeze(1).expand_as(vecs))  # columns = eigenvectors
     return values, vecs.transpose(1, 2), asymmetry
 
 

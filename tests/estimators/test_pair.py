@@ -1,4 +1,4 @@
-"""Cheap stiffness estimates against the linear theory of DESIGN.md §3."""
+"""Cheap stiffness estimates against the linear theory (docs/theory/proposition1.md)."""
 
 import numpy as np
 import pytest
@@ -14,8 +14,9 @@ from stiffkit import (
     solve_adaptive,
     stiffness_indicator,
 )
-from stiffkit._utils import flat_cosine
-from stiffkit.estimators import embedded_stiffness, pair_directions
+from stiffkit._utils import flat_cosine, flat_norm, secant_ratio
+from stiffkit.estimators import PAIR_EPS, embedded_stiffness, pair_directions
+from stiffkit.estimators.pair import guarded_secant_ratio
 from stiffkit.problems import jordan_like_linear, symmetric_linear
 
 F64 = torch.float64
@@ -36,7 +37,10 @@ def symmetric_systems(draw, n_max=5):
 
 
 def heun_pair(prob, x, h):
-    """Heun's step as in DESIGN.md §4 (σ decreasing): x_E = x − h f, x_H = x − h/2 (f + f_E)."""
+    """Heun's step as in docs/theory/embedded_pairs.md, eq. (8) (σ decreasing).
+
+    x_E = x − h f, x_H = x − h/2 (f + f_E).
+    """
     step = rk_step(prob.f, 0.0, x, -h, "heun_euler")
     x_E, x_H = step.x_hat, step.x
     return step, x_E, x_H
@@ -46,7 +50,7 @@ def heun_pair(prob, x, h):
 def test_heun_euler_pair_identities(system):
     prob, x, h = system
     J = torch.tensor(prob.A, dtype=F64)
-    step, x_E, x_H = heun_pair(prob, x, h)
+    _, x_E, x_H = heun_pair(prob, x, h)
     f = prob.f(0.0, x)
     dx = x_H - x_E
     df = prob.f(0.0, x_H) - prob.f(0.0, x_E)
@@ -60,7 +64,7 @@ def test_heun_euler_pair_identities(system):
 def test_pair_stiffness_within_spectrum_and_proposition_1(system):
     prob, x, h = system
     lam = np.abs(np.asarray(prob.eigenvalues))
-    step, x_E, x_H = heun_pair(prob, x, h)
+    _, x_E, x_H = heun_pair(prob, x, h)
     f_E, f_H = prob.f(0.0, x_E), prob.f(0.0, x_H)
     rho = pair_stiffness(x_H, f_H, x_E, f_E, eps=0.0).numpy()
     dx = (x_H - x_E).numpy()
@@ -88,11 +92,24 @@ def test_pair_stiffness_guard_and_directions():
     torch.testing.assert_close(flat_cosine(v_x, y - x), torch.ones(4, dtype=F64))
 
 
+def test_pair_stiffness_is_the_shared_secant_ratio():
+    gen = torch.Generator().manual_seed(2)
+    x, f, dx, df = (torch.randn(4, 2, 3, generator=gen, dtype=F64) for _ in range(4))
+    y, g = x + dx, f + df
+    for eps in (PAIR_EPS, 1e-3):
+        expected = secant_ratio(g - f, y - x, eps)
+        assert torch.equal(pair_stiffness(y, g, x, f, eps=eps), expected)
+        assert torch.equal(guarded_secant_ratio(g - f, y - x, eps), expected)
+    # eps = 0: the denominator is clamped instead, so identical points still give 0.
+    assert torch.equal(pair_stiffness(x, f, x, f, eps=0.0), torch.zeros(4, dtype=F64))
+    assert torch.equal(pair_stiffness(y, g, x, f, eps=0.0), flat_norm(g - f) / flat_norm(y - x))
+
+
 def test_drift_difference_aligns_better_than_solution_difference():
-    # DESIGN.md: Δf weights eigencomponent k by z_k², Δx by z_k: Δf wins.
+    # docs/theory/embedded_pairs.md, eqs. (11)–(12): Δf weights eigencomponent k by z_k², Δx by z_k.
     prob = symmetric_linear(np.array([-40.0, -8.0, -2.0]), seed=3)
     x = torch.randn(64, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
-    step, x_E, x_H = heun_pair(prob, x, 0.02)
+    _, x_E, x_H = heun_pair(prob, x, 0.02)
     v_f, v_x = pair_directions(x_H, prob.f(0.0, x_H), x_E, prob.f(0.0, x_E))
     v1 = torch.tensor(np.asarray(prob.eigenvectors)[:, 0], dtype=F64).expand(64, 3)
     cf, cx = flat_cosine(v_f, v1).abs(), flat_cosine(v_x, v1).abs()
@@ -103,9 +120,12 @@ def test_drift_difference_aligns_better_than_solution_difference():
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4)), "`x_a` and `x_b`"),
-        ((torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 2)), "`x_a` and `f_a`"),
-        ((torch.full((2, 3), float("nan")), torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3)), "`x_a` contains NaN"),
+        ((torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4)),
+         "`x_a` and `x_b`"),
+        ((torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 2)),
+         "`x_a` and `f_a`"),
+        ((torch.full((2, 3), float("nan")), torch.zeros(2, 3), torch.zeros(2, 3),
+          torch.zeros(2, 3)), "`x_a` contains NaN"),
     ],
 )
 def test_pair_bad_input(args, message):
@@ -162,7 +182,8 @@ def test_hairer_stiffness_from_a_step_and_fallbacks():
 
 def test_non_normal_failure_mode_is_documented():
     """For a strongly non-normal J, ρ̂ = ‖JΔx‖/‖Δx‖ is bounded by ‖J‖₂, not by ρ(J)
-    (DESIGN.md §3): the estimate leaves [min|λ|, max|λ|], which cannot happen for a
+    (docs/theory/proposition1.md, eq. (7)): the estimate leaves [min|λ|, max|λ|], which cannot
+    happen for a
     symmetric J. Demonstrated, not hidden."""
     prob = jordan_like_linear(-2.0, 500.0, 3)
     J = np.asarray(prob.A)

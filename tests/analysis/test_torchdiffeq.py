@@ -1,0 +1,58 @@
+"""The torchdiffeq glue of the monitor: its methods are stiffkit tableaux, coefficient for
+coefficient, and the monitor's trajectory carries them."""
+
+import numpy as np
+import pytest
+import torch
+from torchdiffeq._impl.dopri5 import Dopri5Solver
+from torchdiffeq._impl.dopri8 import Dopri8Solver
+
+import stiffkit
+from stiffkit.analysis._torchdiffeq import SUPPORTED_METHODS, check_method
+from stiffkit.tableaux import get_tableau
+
+EPS = np.finfo(np.float64).eps
+
+
+def test_dopri5_shampine_is_torchdiffeqs_dopri5():
+    ours = stiffkit.get_tableau("dopri5_shampine").numpy()
+    theirs = Dopri5Solver.tableau
+    np.testing.assert_allclose(ours["c"][1:], theirs.alpha.numpy(), rtol=0, atol=1e-15)
+    for i, row in enumerate(theirs.beta, start=1):
+        np.testing.assert_allclose(ours["A"][i, :i], row.numpy(), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(ours["b"], theirs.c_sol.numpy(), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(ours["error_weights"], theirs.c_error.numpy(), rtol=0, atol=1e-15)
+
+
+def test_dopri8_is_torchdiffeqs_dopri8():
+    # torchdiffeq's alpha = c[1:], beta = rows of A, c_sol = b, c_error = b − b̂, each a
+    # Python division of the published integers: A, b and c round to the very same floats.
+    ours = get_tableau("dopri8").numpy()
+    theirs = Dopri8Solver.tableau
+    np.testing.assert_array_equal(ours["c"][1:], theirs.alpha.numpy())
+    assert len(theirs.beta) == len(ours["b"]) - 1
+    for i, row in enumerate(theirs.beta, start=1):
+        np.testing.assert_array_equal(ours["A"][i, :i], row.numpy())
+    np.testing.assert_array_equal(ours["b"], theirs.c_sol.numpy())
+    # torchdiffeq subtracts rounded floats; ours rounds the exact difference.
+    e_ours, e_theirs = ours["error_weights"], theirs.c_error.numpy()
+    assert np.all(np.abs(e_ours - e_theirs) <= 2 * EPS * np.maximum(np.abs(ours["b"]), 1))
+
+
+@pytest.mark.parametrize(("method", "name", "boundary"),
+                         [("dopri5", "dopri5_shampine", 3.3066), ("dopri8", "dopri8", 5.1666)])
+def test_each_method_has_a_registered_tableau(method, name, boundary):
+    spec = check_method(method)
+    assert spec.tableau is get_tableau(name)
+    assert spec.pair == (spec.tableau.num_stages - 2, spec.tableau.num_stages - 1)
+    assert spec.boundary == pytest.approx(boundary, abs=1e-4)
+    assert method in SUPPORTED_METHODS
+
+
+@pytest.mark.parametrize("method", SUPPORTED_METHODS)
+def test_trajectory_carries_the_tableau_object(method):
+    x0 = torch.randn(2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.0, 0.5], dtype=torch.float64)
+    _, mon = stiffkit.odeint_monitored(lambda t, x: -x, x0, t, method=method, rtol=1e-6, atol=1e-8)
+    assert mon.trajectory().tableau is mon.tableau is check_method(method).tableau
+    assert mon.frame().attrs["tableau"] == mon.tableau.name

@@ -1,0 +1,95 @@
+"""Tests for stiffkit.estimators.jvp: every JVP path against jacrev, and the dense Jacobian."""
+
+import pytest
+import torch
+from _jacobian_fields import DIMS, DT, T, apply_blocks, block_jacobian, make_mlp, point
+
+from stiffkit.estimators.jvp import jacobian_dense, jvp_operator
+
+#: Forward / double-backward JVPs are exact up to roundoff of a few matmuls.
+AD_RTOL = 1e-12
+#: Central differences with h = eps^(1/3) (1 + |x|) / |v| have error ~ eps^(2/3) (1 + |x|)^2
+#: times |f'''| (truncation) plus eps |f| / h (roundoff); for the tanh MLP of _jacobian_fields
+#: (|f'''| = O(1), |x| ~ 3) that is ~4e-11 * 16 ≈ 6e-10, so 1e-8 leaves a 15x margin
+#: (measured: 4e-11, see test_fd_is_worse_than_ad_but_within_its_budget).
+FD_RTOL = 1e-8
+
+
+@pytest.mark.parametrize(
+    "act, method, expected, rtol",
+    [
+        ("tanh", "forward", "forward", AD_RTOL),
+        ("tanh", "vjp", "vjp", AD_RTOL),
+        ("tanh", "fd", "fd", FD_RTOL),
+        ("no_forward", "vjp", "vjp", AD_RTOL),
+        ("once", "fd", "fd", FD_RTOL),
+        ("tanh", "auto", "forward", AD_RTOL),
+        ("no_forward", "auto", "vjp", AD_RTOL),
+        ("once", "auto", "fd", FD_RTOL),
+    ],
+)
+def test_jvp_matches_jacrev(act, method, expected, rtol):
+    x, v = point()
+    reference = apply_blocks(block_jacobian(make_mlp(DIMS), T, x), v)  # plain tanh: same math
+    op = jvp_operator(make_mlp(DIMS, act), T, x, method=method)
+    jv = op(v)
+    assert op.method == expected and op.num_products == 1
+    assert jv.shape == x.shape and op.shape == x.shape and op.dtype == DT
+    err = (jv - reference).reshape(4, -1).norm(dim=1) / reference.reshape(4, -1).norm(dim=1)
+    assert err.max() <= rtol
+    op(2 * v)  # linear in v, and counted
+    assert op.num_products == 2
+    assert torch.allclose(op(2 * v), 2 * jv, rtol=10 * rtol, atol=0)
+
+
+def test_fd_is_worse_than_ad_but_within_its_budget():
+    # Guards FD_RTOL from being trivially loose: fd error is real but far below the bound.
+    x, v = point(1)
+    f = make_mlp(DIMS)
+    exact = jvp_operator(f, T, x, method="forward")(v)
+    err = ((jvp_operator(f, T, x, method="fd")(v) - exact).norm() / exact.norm()).item()
+    assert 1e-14 < err < FD_RTOL
+
+
+def test_jvp_samples_are_independent():
+    x, v = point(2)
+    v[1:] = 0  # J is block-diagonal: zero directions give zero products, sample 0 unchanged
+    for method in ("forward", "vjp", "fd"):
+        jv = jvp_operator(make_mlp(DIMS), T, x, method=method)(v)
+        assert torch.all(jv[1:] == 0)
+        assert jv[0].abs().max() > 0
+
+
+def test_jvp_does_not_touch_caller_graph():
+    x, v = point(3)
+    x.requires_grad_(True)
+    for method in ("forward", "vjp", "fd"):
+        with torch.no_grad():  # the vjp path must still work under the caller's no_grad
+            jv = jvp_operator(make_mlp(DIMS), T, x, method=method)(v)
+        assert not jv.requires_grad
+        assert x.grad is None
+
+
+@pytest.mark.parametrize("t", [0.3, torch.tensor(0.3, dtype=DT), torch.tensor([0.3], dtype=DT)])
+def test_time_may_be_float_or_0d(t):
+    x, v = point(10)
+    f = make_mlp(DIMS)
+    reference = apply_blocks(block_jacobian(f, t, x), v)
+    for method in ("forward", "vjp"):
+        torch.testing.assert_close(jvp_operator(f, t, x, method=method)(v), reference)
+    torch.testing.assert_close(jacobian_dense(f, t, x), block_jacobian(f, t, x))
+
+
+def test_jacobian_dense_matches_jacrev_blocks():
+    x, _ = point(4)
+    f = make_mlp(DIMS)
+    jac = jacobian_dense(f, T, x)
+    assert jac.shape == (4, 6, 6)
+    torch.testing.assert_close(jac, block_jacobian(f, T, x), rtol=AD_RTOL, atol=AD_RTOL)
+
+
+@pytest.mark.parametrize("method", ["auto", "forward", "vjp", "fd"])
+def test_wrong_shape_drift_raises_for_every_path(method):
+    x, v = point(9)
+    with pytest.raises(ValueError, match="`f`"):
+        jvp_operator(lambda t, y: y.reshape(4, -1), T, x, method=method)(v)
