@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -15,7 +14,6 @@ from stiffkit.estimators.eigen import dominant_eig
 from stiffkit.estimators.lte import alignment, reference_step
 from stiffkit.estimators.pair import PAIR_EPS, pair_stiffness
 from stiffkit.integrate.trajectory import Trajectory
-from stiffkit.tableaux import get_tableau, real_stability_interval
 
 __all__ = ["analyze", "COLUMNS"]
 
@@ -25,12 +23,21 @@ DENSE_MAX_DIM = 64
 STIFF_THRESHOLD = 1.0
 
 
-def _stability_boundary(name: str | None) -> float:
+def _stability_boundaries(trajectory: Trajectory) -> np.ndarray | None:
+    """Each step's real stability boundary ``[N]`` (:attr:`Trajectory.step_boundaries`).
 
-    try:
-        return real_stability_interval(get_tableau(name))
-    except (ValueError, TypeError):
-        return math.nan
+    None when the trajectory knows none (no tableau, no ``stability_boundaries``); that is
+    an error only where an indicator could be formed, i.e. when there is pair data.
+    """
+    bounds = trajectory.step_boundaries
+    if bounds is None:
+        if trajectory.pair_states is not None:
+            raise ValueError(
+                "`trajectory` has pair data but no stability boundary to divide `h_rho` by: "
+                "build it with a `tableau` or with per-step `stability_boundaries`."
+            )
+        return None
+    return bounds.numpy()
 
 
 def analyze(
@@ -81,8 +88,19 @@ def analyze(
     -------
     pandas.DataFrame
         Columns :data:`stiffkit.analysis.columns.COLUMNS` (see their meanings there), then
-        ``t_next`` and any per-step diagnostics of the trajectory (e.g. ERK-Guid's gate).
-        ``df.attrs`` records the reference method and the boundary used.
+        ``t_next``, ``stability_boundary`` (the step's real stability boundary, from
+        :attr:`Trajectory.step_boundaries`: the denominator of ``stiffness_indicator``) and
+        any per-step diagnostics of the trajectory (e.g. ERK-Guid's gate). ``df.attrs``
+        records the reference method, the tableau's name and ``stability_boundary``: one
+        float when every step shares it, the per-step array ``[N]`` when they differ
+        (DPM-Solver-2, DEIS), None when the trajectory knows none — then it has no pair data
+        either, so ``rho_hat`` and the indicator are empty.
+
+    Raises
+    ------
+    ValueError
+        If the trajectory has pair data but no stability boundary (neither a tableau nor
+        ``stability_boundaries``): the indicator would be a silent NaN.
     """
     if not isinstance(trajectory, Trajectory):
         raise TypeError(f"`trajectory` must be a stiffkit.Trajectory, got {type(trajectory).__name__}.")
@@ -108,7 +126,7 @@ def analyze(
     sample_ids = np.atleast_1d(sample_ids)
     sel = torch.as_tensor(sample_ids, dtype=torch.long)
 
-    boundary = _stability_boundary(trajectory.tableau)
+    bounds = _stability_boundaries(trajectory)
     next_drifts = trajectory.next_drifts
     times = trajectory.times
     rows: list[pd.DataFrame] = []
@@ -151,6 +169,7 @@ def analyze(
                 cols["rho_hat"] = rho.detach().double().numpy()
         rho_hat = cols.get("rho_hat", nan)
         cols["h_rho"] = h * rho_hat
+        boundary = np.nan if bounds is None else float(bounds[n])  # None: no pair data
         cols["stiffness_indicator"] = h * rho_hat / boundary
 
         # Reference eigenpair at the step's start.
@@ -160,7 +179,8 @@ def analyze(
             cols["lambda_max"] = val.abs().double().numpy()
             cols["lambda_real"] = (val.real if val.is_complex() else val).double().numpy()
             cols["h_lambda"] = h * cols["lambda_max"]
-            cols["reference_products"] = np.full(len(sel), eig.num_products / len(sel))
+            # The batch mean of the per-sample counts (ARPACK's differ between samples).
+            cols["reference_products"] = np.full(len(sel), int(eig.num_products.sum()) / len(sel))
 
         # Local truncation error of the step actually taken, against v₁ at its start.
         diffusion_end = trajectory.time_name == "sigma" and float(t_next) == 0
@@ -179,7 +199,8 @@ def analyze(
                 cols["cos_df_v1"] = al["df"].double().numpy()
 
         frame = pd.DataFrame(
-            {"step": n, "sample": sample_ids, "t": float(t), "h": h, "t_next": float(t_next), **cols}
+            {"step": n, "sample": sample_ids, "t": float(t), "h": h, "t_next": float(t_next),
+             "stability_boundary": boundary, **cols}
         )
         for name, value in trajectory.diagnostics.items():
             frame[name] = value[n][sel].detach().double().cpu().numpy()
@@ -187,5 +208,12 @@ def analyze(
 
     out = conform(pd.concat(rows, ignore_index=True)) if rows else conform(pd.DataFrame())
     out["stiff"] = out["stiffness_indicator"] >= stiff_threshold
-    out.attrs.update(reference=method, stability_boundary=boundary, tableau=trajectory.tableau)
+    if bounds is None or bounds.size == 0:
+        boundary_attr = None
+    elif np.allclose(bounds, bounds[0], rtol=1e-12, atol=0.0):  # 2 vs 2 + 4e-16
+        boundary_attr = float(bounds[0])
+    else:
+        boundary_attr = bounds
+    tableau = trajectory.tableau.name if trajectory.tableau is not None else None
+    out.attrs.update(reference=method, stability_boundary=boundary_attr, tableau=tableau)
     return out

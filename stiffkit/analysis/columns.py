@@ -18,8 +18,9 @@ COLUMNS: dict[str, str] = {
     "rho_hat": "cheap stiffness estimate ‖Δf‖/‖Δx‖ from the step's same-time pair "
     "(Proposition 1 / Hairer's stage difference), at t_{n+1}; no extra evaluations",
     "h_rho": "h · rho_hat",
-    "stiffness_indicator": "h · rho_hat / real_stability_interval(tableau): ≳ 1 means the "
-    "step is limited by stability, not accuracy",
+    "stiffness_indicator": "h · rho_hat / the step's real stability boundary (the tableau's "
+    "real_stability_interval, or the sampler's per-step value): ≳ 1 means the step is "
+    "limited by stability, not accuracy",
     "stiff": "stiffness flag (monitor: DOPRI5's 15-step rule; analyze: indicator ≥ threshold)",
     "lambda_max": "|λ| of the eigenvalue of largest modulus of ∂f/∂x at (t_n, x_n) (reference)",
     "lambda_real": "real part of that eigenvalue (negative: contracting)",

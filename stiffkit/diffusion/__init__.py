@@ -15,6 +15,7 @@ The toy world of the paper's figures is :func:`stiffkit.paper.toy_world`.
 from stiffkit.diffusion.erk import (
     W_STIFF_THEORY,
     ErkCorrection,
+    ErkGuid,
     dominant_pair_oracle,
     erk_guid_correction,
     mixture_oracle,
@@ -51,6 +52,7 @@ __all__ = [
     "SOLVERS",
     "EnergyDenoiser",
     "ErkCorrection",
+    "ErkGuid",
     "GaussianMixture",
     "Guided",
     "TrainConfig",

@@ -1,9 +1,9 @@
 """ERK-Guid: the embedded Runge–Kutta pair's error turned into a stabilising correction.
 
 Kong, Lee, Hong, Kim, "Error as Signal: Stiffness-Aware Diffusion Sampling via Embedded
-Runge-Kutta Guidance" (ICLR 2026), DESIGN.md §4. Given two points of the trajectory with
-their drifts, ``(x_a, f_a)`` and ``(x_b, f_b)``, the pair estimates the stiffness and its
-direction at no extra evaluation (Proposition 1)::
+Runge-Kutta Guidance" (ICLR 2026), docs/theory/erk_guid.md. Given two points of the
+trajectory with their drifts, ``(x_a, f_a)`` and ``(x_b, f_b)``, the pair estimates the
+stiffness and its direction at no extra evaluation (Proposition 1)::
 
     ρ̂ = ‖f_a − f_b‖ / (‖x_a − x_b‖ + ε),   v̂ = (f_a − f_b) / (‖f_a − f_b‖ + ε),
 
@@ -14,25 +14,41 @@ and the step ``x_next`` of size ``h`` is corrected along ``v̂``::
 with ``f`` the drift at the step's start and ``sign = −1`` (Heun, DPM-Solver-2) or ``+1``
 (DEIS, as in the reference code). On a linear drift with Heun, ``w_stiff = 1/√6`` cancels the
 leading local truncation error along ``v̂`` (:data:`W_STIFF_THEORY`).
+
+The settings are one frozen value, :class:`ErkGuid`; each sampler step hands the pair it
+already has to the driver as an :class:`ErkPair` (:mod:`stiffkit.diffusion.samplers`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple, Union
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from stiffkit._utils import broadcast_per_sample, flat_dot, flat_norm
+from stiffkit._utils import (
+    broadcast_per_sample,
+    check_finite,
+    check_positive,
+    flat_dot,
+    flat_norm,
+    secant_ratio,
+)
 from stiffkit.estimators.pair import PAIR_EPS
 
 __all__ = [
     "W_STIFF_THEORY",
+    "ErkGuid",
+    "ErkPair",
     "ErkCorrection",
     "erk_guid_correction",
     "Oracle",
+    "OracleSpec",
+    "ORACLE_METHODS",
+    "resolve_oracle",
     "dominant_pair_oracle",
     "mixture_oracle",
 ]
@@ -42,6 +58,98 @@ W_STIFF_THEORY = 1.0 / math.sqrt(6.0)
 
 #: An oracle maps ``(sigma, x)`` to the exact ``(|λ₁| [batch], v₁ [batch, *dims])``.
 Oracle = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
+#: What ``oracle=`` accepts: None (use the pair), a method of :func:`dominant_pair_oracle`,
+#: or an :data:`Oracle`.
+OracleSpec = None | str | Oracle
+#: The named oracles: :func:`stiffkit.estimators.dominant_eig` methods.
+ORACLE_METHODS = ("dense", "power", "arpack")
+
+
+@dataclass(frozen=True)
+class ErkGuid:
+    """ERK-Guid's settings, validated on construction.
+
+    Pass it to :func:`stiffkit.diffusion.sample` as ``erk=ErkGuid(...)``; the short form
+    ``sample(..., w_stiff=..., w_con=...)`` builds the same value from loose keywords.
+
+    Parameters
+    ----------
+    w_stiff : float
+        Strength (≥ 0); 0 disables the correction and reproduces the plain solver bit for
+        bit. :data:`W_STIFF_THEORY` = 1/√6 cancels Heun's leading LTE on linear drifts.
+    w_con : float
+        Gate: the correction applies where ``ρ > w_con``.
+    correction_sign : {-1, +1} or None
+        Sign of the correction; None takes the solver's own
+        (:data:`stiffkit.diffusion.samplers.DEFAULT_CORRECTION_SIGN`).
+    eps : float
+        Denominator guard of the pair estimates (:data:`stiffkit.estimators.PAIR_EPS` =
+        1e-8, as upstream).
+    oracle : {None, "dense", "power", "arpack"} or callable
+        Replace ``ρ̂`` and ``v̂`` by the exact dominant eigenpair of ``∂f/∂x`` at the step's
+        start (``callable(sigma, x) -> (|λ₁|, v₁)``, e.g. :func:`mixture_oracle`), on the
+        steps where the pair would be used — separating the estimator's quality from the
+        correction's. Costs Jacobian products (not denoiser evaluations).
+
+    Raises
+    ------
+    ValueError
+        Naming the field: a negative or non-finite `w_stiff`, a non-finite `w_con`, a
+        non-positive `eps`, a sign other than ±1, an unknown oracle.
+    """
+
+    w_stiff: float = 0.0
+    w_con: float = 0.0
+    correction_sign: float | None = None
+    eps: float = PAIR_EPS
+    oracle: OracleSpec = None
+
+    def __post_init__(self) -> None:
+        check_finite(float(self.w_stiff), "w_stiff")
+        check_finite(float(self.w_con), "w_con")
+        if self.w_stiff < 0:
+            raise ValueError(f"`w_stiff` must be non-negative, got {self.w_stiff}.")
+        check_positive(float(self.eps), "eps")
+        if self.correction_sign is not None and self.correction_sign not in (-1, 1):
+            raise ValueError(
+                f"`correction_sign` must be -1, +1 or None, got {self.correction_sign!r}."
+            )
+        oracle = self.oracle
+        if not (oracle is None or callable(oracle) or oracle in ORACLE_METHODS):
+            raise ValueError(
+                "`oracle` must be None, 'dense', 'power', 'arpack' or a callable, "
+                f"got {oracle!r}."
+            )
+
+    @property
+    def corrects(self) -> bool:
+        """Whether the correction is added to the steps (``w_stiff > 0``)."""
+        return self.w_stiff > 0
+
+    @property
+    def needs_pair(self) -> bool:
+        """Whether the sampler must supply a pair: a correction, or an oracle to record."""
+        return self.corrects or self.oracle is not None
+
+    def sign_for(self, default: float) -> float:
+        """Return the sign to use with a solver whose own sign is `default`."""
+        return default if self.correction_sign is None else float(self.correction_sign)
+
+
+class ErkPair(NamedTuple):
+    """The embedded pair a sampler step hands to ERK-Guid, already differenced.
+
+    Attributes
+    ----------
+    dx, df : Tensor, [batch, *dims]
+        ``x_a − x_b`` and ``f_a − f_b``.
+    h : Tensor or float
+        The positive step size the correction scales with (0-d; DEIS: the previous step's).
+    """
+
+    dx: Tensor
+    df: Tensor
+    h: Tensor | float
 
 
 class ErkCorrection(NamedTuple):
@@ -52,7 +160,7 @@ class ErkCorrection(NamedTuple):
     delta : Tensor, [batch, *dims]
         What is added to the step's result (already signed).
     rho : Tensor, [batch]
-        The stiffness used (ρ̂ from the pair, or the oracle's |λ₁|).
+        The stiffness used (ρ̂ from the pair, or the oracle's ``|λ₁|``).
     beta : Tensor, [batch]
         The gate ``1[ρ > w_con]`` (0 or 1, in the state's dtype).
     delta_norm : Tensor, [batch]
@@ -92,29 +200,50 @@ def erk_guid_correction(
         The pair's solution and drift differences ``x_a − x_b``, ``f_a − f_b``; used when
         `rho` / `v` are not given.
     rho, v : Tensor, optional
-        Replace the pair estimates (the *oracle* variant: exact ``|λ₁|`` and unit ``v₁``).
+        Replace the pair estimates (the *oracle* variant: exact ``|λ₁|`` ``[batch]`` and
+        unit ``v₁`` ``[batch, *dims]``).
     sign : float
         −1 subtracts the correction (Heun, DPM-Solver-2), +1 adds it (DEIS upstream).
     eps : float
-        Denominator guard of the pair estimates (:data:`stiffkit.estimators.PAIR_EPS`, the reference
-        code's 1e-8).
+        Denominator guard of the pair estimates (:data:`stiffkit.estimators.PAIR_EPS`, the
+        reference code's 1e-8).
+
+    Returns
+    -------
+    ErkCorrection
+        ``delta [batch, *dims]`` and the per-sample ``rho``, ``beta``, ``delta_norm``.
     """
     if (rho is None or v is None) and (dx is None or df is None):
         raise ValueError("Give the pair differences `dx` and `df`, or both `rho` and `v`.")
-    norm_df = flat_norm(df) if df is not None else None
     if rho is None:
-        rho = norm_df / (flat_norm(dx) + eps)
+        rho = secant_ratio(df, dx, eps)
     beta = (rho > w_con).to(f.dtype)
     z = (w_stiff * h * rho) ** 2
     if v is None:
         # v̂ = df / (‖df‖ + ε), kept implicit: delta = c·df with c = sign·h·β·z·⟨df, f⟩/(‖df‖ + ε)².
         # Same values as forming v̂, with two fewer full-size passes (the sampler's hot loop).
+        norm_df = flat_norm(df)
         coef = sign * h * beta * z * flat_dot(df, f) / (norm_df + eps) ** 2  # [batch]
         delta = broadcast_per_sample(coef, df) * df
         return ErkCorrection(delta, rho, beta, coef.abs() * norm_df)
     coef = sign * h * beta * z * flat_dot(v, f)  # [batch]
     delta = broadcast_per_sample(coef, f) * v
     return ErkCorrection(delta, rho, beta, flat_norm(delta))
+
+
+def resolve_oracle(oracle: OracleSpec, drift: Callable[[Tensor, Tensor], Tensor]) -> Oracle | None:
+    """Return the oracle callable of an :class:`ErkGuid` ``oracle`` for the drift `drift`.
+
+    A method name becomes :func:`dominant_pair_oracle` of ``drift(sigma, x)``; a callable
+    and None pass through.
+    """
+    if oracle is None or callable(oracle):
+        return oracle
+    if oracle in ORACLE_METHODS:
+        return dominant_pair_oracle(drift, oracle)
+    raise ValueError(
+        f"`oracle` must be None, 'dense', 'power', 'arpack' or a callable, got {oracle!r}."
+    )
 
 
 def dominant_pair_oracle(drift: Callable[[Tensor, Tensor], Tensor], method: str = "dense", *,
@@ -136,17 +265,16 @@ def dominant_pair_oracle(drift: Callable[[Tensor, Tensor], Tensor], method: str 
 
 
 def mixture_oracle(mixture) -> Oracle:
-    """Return the exact oracle of an (unguided) Gaussian mixture's drift: closed-form ``J_f`` + ``eigh``."""
+    """Return the exact oracle of an (unguided) Gaussian mixture's drift.
+
+    The closed-form ``J_f`` (:meth:`GaussianMixture.drift_jacobian`) diagonalised in
+    float64 by :func:`stiffkit.estimators.eigen.sorted_eig`.
+    """
+    from stiffkit.estimators.eigen import sorted_eig
 
     def oracle(sigma: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         jac = mixture.drift_jacobian(x, sigma).to(torch.float64)  # [batch, d, d]
-        values, vectors = torch.linalg.eigh(jac)
-        idx = values.abs().argmax(dim=1)  # [batch]
-        rho = values.abs().gather(1, idx[:, None])[:, 0]
-        v = vectors.gather(2, idx[:, None, None].expand(-1, jac.shape[1], 1))[..., 0]
-        return rho.to(x.dtype), v.to(x.dtype)
+        values, vectors = sorted_eig(jac, symmetric=True)  # largest |λ| first
+        return values[:, 0].abs().to(x.dtype), vectors[:, :, 0].contiguous().to(x.dtype)
 
     return oracle
-
-
-OracleSpec = Union[None, str, Oracle]

@@ -10,14 +10,14 @@ denoiser defines. The guided drift's Jacobian is ``J_w = J_g + w (J − J_g)``, 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["Guided"]
+from stiffkit._utils import check_output
+from stiffkit.diffusion.samplers.drift import Denoiser
 
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+__all__ = ["Guided"]
 
 
 class Guided(torch.nn.Module):
@@ -41,7 +41,8 @@ class Guided(torch.nn.Module):
     Examples
     --------
     >>> cfg = Guided(main_model, unconditional_model, w=4.0)     # doctest: +SKIP
-    >>> traj = stiffkit.diffusion.sample(cfg, x_init, sigmas, w_stiff=1.0, w_con=0.5)  # doctest: +SKIP
+    >>> erk = stiffkit.diffusion.ErkGuid(w_stiff=1.0, w_con=0.5)  # doctest: +SKIP
+    >>> traj = stiffkit.diffusion.sample(cfg, x_init, sigmas, erk=erk)  # doctest: +SKIP
     """
 
     def __init__(self, denoiser: Denoiser, guide: Denoiser, w: float) -> None:
@@ -73,9 +74,5 @@ class Guided(torch.nn.Module):
         d_g = self.guide(x, sigma)
         self.num_calls["denoiser"] += 1
         self.num_calls["guide"] += 1
-        if not isinstance(d_g, Tensor) or d_g.shape != d.shape:
-            shape = tuple(d_g.shape) if isinstance(d_g, Tensor) else type(d_g).__name__
-            raise ValueError(f"`guide` returned shape {shape}, but `denoiser` returned {tuple(d.shape)}.")
-        if d_g.dtype != d.dtype:
-            raise ValueError(f"`guide` returned dtype {d_g.dtype}, but `denoiser` returned {d.dtype}.")
+        check_output(d_g, d, "guide", same_dtype=True)  # the main denoiser's shape and dtype
         return d_g + self.w * (d - d_g)

@@ -1,4 +1,9 @@
-"""Noise-level grids for diffusion samplers (σ runs down, DESIGN.md §2)."""
+"""Noise levels for diffusion samplers: EDM's grid, grid validation and σ coercion.
+
+σ runs down (docs/conventions.md, eq. (3)). :func:`check_sigmas` validates a sampler's grid;
+:func:`as_sigma` is the one place a noise level becomes a tensor of the state's dtype and
+device.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,19 @@ from torch import Tensor
 
 from stiffkit._utils import check_int
 
-__all__ = ["edm_sigmas", "check_sigmas", "SIGMA_MIN", "SIGMA_MAX", "TOY_SIGMA_MAX", "RHO"]
+__all__ = [
+    "edm_sigmas",
+    "check_sigmas",
+    "as_sigma",
+    "SigmaLike",
+    "SIGMA_MIN",
+    "SIGMA_MAX",
+    "TOY_SIGMA_MAX",
+    "RHO",
+]
+
+#: A noise level: a Python number, a 0-d tensor, or one level per sample ``[batch]``.
+SigmaLike = float | Tensor
 
 #: EDM's defaults (Karras et al. 2022): σ_min, σ_max for images, and the grid exponent ρ.
 SIGMA_MIN = 0.002
@@ -77,11 +94,71 @@ def check_sigmas(sigmas, *, name: str = "sigmas") -> Tensor:
     """
     s = torch.as_tensor(sigmas, dtype=torch.float64)
     if s.ndim != 1 or s.shape[0] < 2:
-        raise ValueError(f"`{name}` must be a 1-D grid with at least 2 levels, got shape {tuple(s.shape)}.")
+        raise ValueError(
+            f"`{name}` must be a 1-D grid with at least 2 levels, got shape {tuple(s.shape)}."
+        )
     if not bool(torch.isfinite(s).all()):
         raise ValueError(f"`{name}` contains NaN or Inf.")
     if not bool((s[1:] < s[:-1]).all()):
         raise ValueError(f"`{name}` must be strictly decreasing (σ runs down).")
     if not bool((s[:-1] > 0).all()) or float(s[-1]) < 0:
         raise ValueError(f"`{name}` must be positive, except a final 0.")
+    return s
+
+
+def as_sigma(
+    sigma: SigmaLike,
+    like: Tensor,
+    *,
+    dtype: torch.dtype | None = None,
+    check: bool = False,
+    positive: bool = False,
+    name: str = "sigma",
+) -> Tensor:
+    """Return the noise level `sigma` as a tensor on `like`'s device (the one σ coercion).
+
+    Parameters
+    ----------
+    sigma : float or Tensor, [] or [batch]
+        One level for the whole batch, or one per sample.
+    like : Tensor, [batch, *dims]
+        The state the level belongs to: it sets the device, the default dtype and the
+        batch size of a per-sample level.
+    dtype : torch.dtype, optional
+        The result's dtype (default: ``like.dtype``; exact mixtures ask for float64).
+    check : bool
+        Validate the shape (``[]`` or ``[batch]``) and the values (finite and ``≥ 0``, or
+        ``> 0`` with `positive`). Off by default: the samplers' levels come from a grid
+        :func:`check_sigmas` already validated, and a check would synchronise the device at
+        every drift evaluation.
+    positive : bool
+        With `check`, also reject ``σ = 0`` (where the probability-flow drift is singular).
+    name : str
+        The argument's name in error messages.
+
+    Returns
+    -------
+    Tensor, [] or [batch]
+        ``sigma`` converted (not copied when it already has the dtype and device); use
+        :func:`stiffkit._utils.broadcast_per_sample` to broadcast it against the state.
+
+    Raises
+    ------
+    ValueError
+        With `check`: a shape other than ``[]`` / ``[batch]``, NaN/Inf, negative values (or
+        zero, with `positive`).
+    """
+    s = torch.as_tensor(sigma, dtype=like.dtype if dtype is None else dtype, device=like.device)
+    if not check:
+        return s
+    batch = like.shape[0] if like.ndim else 1
+    if s.ndim > 1 or (s.ndim == 1 and s.shape[0] != batch):
+        raise ValueError(
+            f"`{name}` must be a scalar or have shape [batch] = [{batch}], got {tuple(s.shape)}."
+        )
+    finite = bool(torch.isfinite(s).all())
+    if positive and not (finite and bool((s > 0).all())):
+        raise ValueError(f"`{name}` must be positive and finite.")
+    if not (finite and bool((s >= 0).all())):
+        raise ValueError(f"`{name}` must be non-negative and finite.")
     return s

@@ -261,7 +261,7 @@ def solve_adaptive(
         pair_states=stack(rec["pg"]),
         pair_drifts=stack(rec["pk"]),
         f=f,
-        tableau=tab.name,
+        tableau=tab,
         diagnostics={"error_norm": torch.stack(rec["err"])} if rec["err"] else {},
         nfe=nfe,
     )

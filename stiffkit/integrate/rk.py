@@ -333,6 +333,6 @@ def solve_fixed(
         stage_k=stack(all_k),
         stage_g=stack(all_g),
         f=f,
-        tableau=tableau.name,
+        tableau=tableau,
         nfe=nfe,
     )

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from stiffkit.tableaux import ButcherTableau, get_tableau, real_stability_interval
+
 __all__ = ["Trajectory"]
 
 
@@ -40,8 +42,18 @@ class Trajectory:
         All stages and stage arguments, when recorded.
     f : callable or None
         The drift ``f(t, x)`` that was integrated, for reference computations.
-    tableau : str or None
-        Name of the Runge–Kutta method (or sampler).
+    tableau : ButcherTableau or None
+        The Runge–Kutta method of the steps (the Heun and Euler samplers: theirs), or None
+        when the steps are not one fixed Butcher tableau (DPM-Solver-2, DEIS, saved output
+        of another solver). A registered name given on construction is resolved to its
+        tableau; an unknown name raises.
+    stability_boundaries : Tensor or None, shape [N]
+        The real stability interval ``r_n`` of each step's update, in the trajectory's
+        time variable: on the linear test equation ``x' = λx`` the step's amplification
+        (for a multistep update, the spectral radius of its step map) is at most 1 for
+        ``z = (t_{n+1} − t_n) λ ∈ [−r_n, 0]`` and exceeds 1 just beyond ``−r_n``. Filled by
+        the diffusion samplers, whose steps vary; when None, :attr:`step_boundaries` falls
+        back to the tableau's :func:`~stiffkit.tableaux.real_stability_interval`.
     diagnostics : dict of str to Tensor
         Per-step, per-sample quantities ``[N, batch]`` (e.g. the ERK-Guid gate).
     nfe : int
@@ -60,7 +72,8 @@ class Trajectory:
     stage_k: Tensor | None = None
     stage_g: Tensor | None = None
     f: Callable[[Tensor, Tensor], Tensor] | None = field(default=None, repr=False)
-    tableau: str | None = None
+    tableau: ButcherTableau | None = None
+    stability_boundaries: Tensor | None = None
     diagnostics: dict[str, Tensor] = field(default_factory=dict, repr=False)
     nfe: int = 0
     time_name: str = "t"
@@ -89,6 +102,17 @@ class Trajectory:
         for name, val in self.diagnostics.items():
             if val.shape[0] != n:
                 raise ValueError(f"diagnostic `{name}` must have {n} rows, got {val.shape[0]}.")
+        if self.tableau is not None and not isinstance(self.tableau, ButcherTableau):
+            object.__setattr__(self, "tableau", get_tableau(self.tableau))
+        b = self.stability_boundaries
+        if b is not None:
+            if not isinstance(b, Tensor) or not b.is_floating_point() or tuple(b.shape) != (n,):
+                got = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
+                raise ValueError(
+                    f"`stability_boundaries` must be a floating tensor of shape ({n},), got {got}."
+                )
+            if not bool((b > 0).all()):
+                raise ValueError("`stability_boundaries` must be positive (no NaN).")
 
     @classmethod
     def from_states(
@@ -97,7 +121,7 @@ class Trajectory:
         states: Tensor,
         f: Callable[[Tensor, Tensor], Tensor] | None = None,
         *,
-        name: str | None = None,
+        tableau: ButcherTableau | str | None = None,
         time_name: str = "t",
     ) -> Trajectory:
         """Wrap states saved by another solver (e.g. ``torchdiffeq.odeint`` output).
@@ -113,6 +137,11 @@ class Trajectory:
             evaluations, counted in ``nfe``) so reference analyses can run. There is no
             pair data, so :func:`stiffkit.analyze` leaves ``rho_hat`` empty — use
             :class:`stiffkit.analysis.monitor.StiffnessMonitor` to record it during the solve.
+        tableau : ButcherTableau or str, optional
+            The method of each saved step, only if every interval between saved times is
+            one step of it (not for output times of an adaptive or sub-stepping solver).
+        time_name : str
+            What the time variable is called.
         """
         times = torch.as_tensor(times, dtype=states.dtype, device=states.device)
         if f is not None:
@@ -121,7 +150,7 @@ class Trajectory:
         else:
             drifts = torch.full_like(states[:-1], float("nan"))
             nfe = 0
-        return cls(times=times, states=states, drifts=drifts, f=f, tableau=name, nfe=nfe,
+        return cls(times=times, states=states, drifts=drifts, f=f, tableau=tableau, nfe=nfe,
                    time_name=time_name)
 
     @property
@@ -138,6 +167,20 @@ class Trajectory:
     def steps(self) -> Tensor:
         """Signed step sizes ``t_{n+1} − t_n``, shape [N]."""
         return self.times[1:] - self.times[:-1]
+
+    @property
+    def step_boundaries(self) -> Tensor | None:
+        """Real stability boundary of each step, float64 ``[N]``, or None if unknown.
+
+        :attr:`stability_boundaries` when given, else the tableau's real stability interval
+        for every step, else None.
+        """
+        if self.stability_boundaries is not None:
+            return self.stability_boundaries.detach().to(device="cpu", dtype=torch.float64)
+        if self.tableau is not None:
+            boundary = real_stability_interval(self.tableau)
+            return torch.full((self.num_steps,), boundary, dtype=torch.float64)
+        return None
 
     @property
     def next_drifts(self) -> Tensor | None:

@@ -21,7 +21,7 @@ F64 = torch.float64
 
 
 def alpha(z):
-    """DESIGN.md §3: α(z) = (1 − z + z²/2 − e^{−z}) / z."""
+    """docs/theory/embedded_pairs.md, eq. (10): α(z) = (1 − z + z²/2 − e^{−z}) / z."""
     return (1 - z + z**2 / 2 - np.exp(-z)) / z
 
 
@@ -127,7 +127,8 @@ def test_analyze_on_torchdiffeq_output_and_subsets():
     x0 = torch.randn(3, 2, dtype=F64)
     t = torch.linspace(0, 0.5, 6, dtype=F64)
     ys = torchdiffeq.odeint(prob.f, x0, t, method="rk4", options=dict(step_size=0.01))
-    traj = stiffkit.Trajectory.from_states(t, ys, prob.f, name="torchdiffeq-rk4")
+    # Each saved interval is ten rk4 substeps, not one step of a tableau: no `tableau`.
+    traj = stiffkit.Trajectory.from_states(t, ys, prob.f)
     df = analyze(traj, steps=[0, 2], samples=[1])
     assert len(df) == 2 and set(df.step) == {0, 2} and set(df["sample"]) == {1}
     assert df.rho_hat.isna().all()  # no pair data in plain torchdiffeq output
@@ -178,3 +179,51 @@ def test_analyze_bad_input():
         reference_step(prob.f, 0.0, traj.states[0], 0.0)
     with pytest.raises(ValueError, match="`method`"):
         reference_step(prob.f, 0.0, traj.states[0], 0.1, method="euler")
+
+
+# ------------------------------------------------------------- stability boundaries
+@pytest.mark.parametrize("how", ["fixed", "adaptive"])
+def test_analyze_takes_the_boundary_from_the_solvers_tableau(how):
+    from stiffkit.integrate import solve_adaptive
+    from stiffkit.tableaux import real_stability_interval
+
+    prob = symmetric_linear(np.array([-30.0, -2.0]), seed=2)
+    x0 = torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    if how == "fixed":
+        traj = solve_fixed(prob.f, x0, torch.linspace(0, 0.2, 6, dtype=F64), "rk4")
+        want = real_stability_interval("rk4")
+    else:
+        traj = solve_adaptive(prob.f, x0, (0.0, 0.5), "dopri5", rtol=1e-6, atol=1e-8).trajectory
+        want = real_stability_interval("dopri5")
+    df = analyze(traj, reference="dense", symmetric=True, lte=False)
+    assert df.attrs["stability_boundary"] == pytest.approx(want, rel=1e-15)
+    assert df.attrs["tableau"] == traj.tableau.name
+    assert np.isfinite(df["stability_boundary"]).all()
+    np.testing.assert_allclose(df["stability_boundary"], want, rtol=1e-15)
+    ok = df["rho_hat"].notna()
+    assert ok.any()
+    np.testing.assert_allclose(df.loc[ok, "stiffness_indicator"],
+                               df.loc[ok, "h_rho"] / want, rtol=1e-15)
+
+
+def test_analyze_refuses_a_pair_without_a_boundary():
+    prob = symmetric_linear(np.array([-2.0, -1.0]), seed=0)
+    traj = solve_fixed(prob.f, torch.randn(2, 2, dtype=F64), torch.linspace(0, 1, 3), "heun_euler")
+    bare = stiffkit.Trajectory(times=traj.times, states=traj.states, drifts=traj.drifts,
+                               pair_states=traj.pair_states, pair_drifts=traj.pair_drifts,
+                               f=traj.f)
+    with pytest.raises(ValueError, match="no stability boundary"):
+        analyze(bare, reference=None, lte=False)
+    # Without pair data there is no indicator to form: the boundary is marked unknown.
+    plain = stiffkit.Trajectory.from_states(traj.times, traj.states, prob.f)
+    df = analyze(plain, reference=None, lte=False)
+    assert df.attrs["stability_boundary"] is None and df.attrs["tableau"] is None
+    assert df["rho_hat"].isna().all() and df["stability_boundary"].isna().all()
+    # Per-step boundaries of the trajectory win over the tableau's.
+    own = stiffkit.Trajectory(times=traj.times, states=traj.states, drifts=traj.drifts,
+                              pair_states=traj.pair_states, pair_drifts=traj.pair_drifts,
+                              f=traj.f, tableau=traj.tableau,
+                              stability_boundaries=torch.tensor([1.0, 4.0], dtype=F64))
+    df = analyze(own, reference=None, lte=False)
+    np.testing.assert_array_equal(df.attrs["stability_boundary"], [1.0, 4.0])
+    np.testing.assert_array_equal(df.groupby("step")["stability_boundary"].first(), [1.0, 4.0])

@@ -1,0 +1,267 @@
+"""The sampling driver: one loop for every registered solver, with ERK-Guid.
+
+The ODE is ``dx/dσ = f(x; σ) = (x − D(x; σ))/σ`` with σ running down a grid
+``σ_0 > … > σ_N`` (docs/conventions.md, eq. (3)); a step has size
+``h_i = σ_i − σ_{i+1} > 0``. When the grid ends at ``σ_N = 0`` the last step is an Euler
+step, ``x_N = D(x_{N−1}; σ_{N−1})``, as in EDM; otherwise every step is of the chosen
+solver.
+
+Per step the driver evaluates ``f`` at the step's start, calls the solver's step function
+(:mod:`~stiffkit.diffusion.samplers.solvers`), applies ERK-Guid with the pair the step
+returned (no extra evaluation), records, calls back and advances the progress bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from stiffkit._utils import check_finite, check_tensor, secant_ratio
+from stiffkit._utils import progress as progress_bar
+from stiffkit.diffusion.erk import (
+    ErkCorrection,
+    ErkGuid,
+    OracleSpec,
+    erk_guid_correction,
+    resolve_oracle,
+)
+from stiffkit.diffusion.samplers.deis import DEIS_MAX_ORDER, check_max_order
+from stiffkit.diffusion.samplers.dpm2 import DPM2_R, check_r
+from stiffkit.diffusion.samplers.drift import Denoiser, denoise, pf_ode_drift, to_d
+from stiffkit.diffusion.samplers.euler import EULER, euler_step
+from stiffkit.diffusion.samplers.solvers import Solver, get_solver, list_solvers
+from stiffkit.diffusion.schedules import check_sigmas
+from stiffkit.estimators.pair import PAIR_EPS
+from stiffkit.integrate.trajectory import Trajectory
+
+__all__ = ["sample", "sample_final", "Callback"]
+
+#: Called after every step with ``i, sigma, sigma_next, x, denoised, drift, x_next, rho, beta``.
+Callback = Callable[[dict[str, Any]], None]
+_DEFAULT_ERK = ErkGuid()
+
+
+def _erk_config(erk: ErkGuid | None, w_stiff: float, w_con: float, eps: float,
+                oracle: OracleSpec, correction_sign: float | None) -> ErkGuid:
+    """Return `erk`, or the :class:`ErkGuid` of the loose keywords (never both)."""
+    loose = ErkGuid(w_stiff=w_stiff, w_con=w_con, correction_sign=correction_sign, eps=eps,
+                    oracle=oracle)
+    if erk is None:
+        return loose
+    if not isinstance(erk, ErkGuid):
+        raise TypeError(f"`erk` must be an ErkGuid, got {type(erk).__name__}.")
+    if loose != _DEFAULT_ERK:
+        raise TypeError("Give ERK-Guid's settings as `erk=ErkGuid(...)` or as keywords, not both.")
+    return erk
+
+
+def _check_inputs(denoiser: Denoiser, x_init: Tensor) -> None:
+    if not callable(denoiser):
+        raise TypeError(f"`denoiser` must be callable D(x, sigma), got {type(denoiser).__name__}.")
+    check_tensor(x_init, "x_init", min_ndim=2)
+    check_finite(x_init, "x_init")
+
+
+def _prepare(denoiser, x_init, solver, erk, r, max_order) -> tuple[Solver, dict[str, Any]]:
+    """Validate everything but the grid; return the solver and the options it takes."""
+    _check_inputs(denoiser, x_init)
+    spec = get_solver(solver)
+    options = {"r": check_r(r), "max_order": check_max_order(max_order)}
+    if erk.needs_pair and not spec.has_pair:
+        with_pair = tuple(n for n in list_solvers() if get_solver(n).has_pair)
+        raise ValueError(
+            f"`solver={spec.name!r}` has no embedded pair: ERK-Guid needs one of {with_pair}."
+        )
+    return spec, {k: options[k] for k in spec.options}
+
+
+def _integrate(denoiser: Denoiser, x_init: Tensor, sigmas, solver: Solver,
+               options: Mapping[str, Any], erk: ErkGuid, callback: Callback | None,
+               show_progress: bool, record: bool):
+    """The sampling loop shared by :func:`sample` and :func:`sample_final`."""
+    grid = check_sigmas(sigmas)
+    sig = grid.to(device=x_init.device, dtype=x_init.dtype)
+    if not bool((sig[1:] < sig[:-1]).all()):
+        raise ValueError(f"`sigmas` is not strictly decreasing in {x_init.dtype}.")
+    drift_fn = pf_ode_drift(denoiser)
+    oracle_fn = resolve_oracle(erk.oracle, drift_fn)
+    sign = erk.sign_for(solver.correction_sign if solver.has_pair else -1.0)
+    N = sig.shape[0] - 1
+    nfe = 0
+
+    def evaluate(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        nonlocal nfe
+        den = denoise(denoiser, x, s)
+        nfe += 1
+        return den, to_d(x, den, s)
+
+    def drift(s: Tensor, x: Tensor) -> Tensor:
+        return evaluate(x, s)[1]
+
+    rec: dict[str, list[Tensor]] = {k: [] for k in ("states", "drifts", "pair_states",
+                                                    "pair_drifts")}
+    diag: dict[str, list[Tensor]] = {k: [] for k in ("erk_rho", "erk_beta",
+                                                     "erk_correction_norm")}
+    nan_state = torch.full_like(x_init, float("nan"))
+    nan_batch = torch.full(x_init.shape[:1], float("nan"), dtype=x_init.dtype,
+                           device=x_init.device)
+    zero_batch = torch.zeros_like(nan_batch)
+
+    x, carry = x_init, None
+    steps = progress_bar(range(N), enabled=show_progress, desc=f"{solver.name} sampler",
+                         unit="step")
+    for i in steps:
+        s, s_next = sig[i], sig[i + 1]
+        den, f = evaluate(x, s)
+        step = euler_step if bool(s_next == 0) else solver.step
+        out = step(drift, x, f, s, s_next, carry, **({} if step is euler_step else options))
+        x_next, pair, carry = out.x_next, out.pair, out.carry
+
+        # ERK-Guid: the pair is free; ρ̂ is recorded even when no correction is applied.
+        rho_diag, beta_diag, norm_diag = nan_batch, zero_batch, zero_batch
+        if pair is not None and not erk.needs_pair:
+            rho_diag = secant_ratio(pair.df, pair.dx, erk.eps)
+        elif pair is not None:
+            kw = dict(w_stiff=erk.w_stiff, w_con=erk.w_con, sign=sign, eps=erk.eps)
+            if oracle_fn is not None:
+                rho, v = oracle_fn(s, x)
+                corr: ErkCorrection = erk_guid_correction(f, pair.h, rho=rho, v=v, **kw)
+            else:
+                corr = erk_guid_correction(f, pair.h, dx=pair.dx, df=pair.df, **kw)
+            if erk.corrects:
+                x_next = x_next + corr.delta
+            rho_diag, beta_diag, norm_diag = corr.rho, corr.beta, corr.delta_norm
+
+        if record:
+            point = out.point if out.point is not None else (nan_state, nan_state)
+            for key, value in zip(rec, (x, f, *point)):
+                rec[key].append(value)
+            for key, value in zip(diag, (rho_diag, beta_diag, norm_diag)):
+                diag[key].append(value)
+        if callback is not None:
+            callback(dict(i=i, sigma=s, sigma_next=s_next, x=x, denoised=den, drift=f,
+                          x_next=x_next, rho=rho_diag, beta=beta_diag))
+        x = x_next
+    if record:
+        rec["states"].append(x)
+    return x, sig, rec, diag, nfe, drift_fn
+
+
+def _step_boundaries(solver: Solver, options: Mapping[str, Any], sig: Tensor) -> Tensor:
+    """The real stability boundary of every step taken on `sig` ``[N + 1]``, float64 ``[N]``."""
+    grid = sig.detach().to(device="cpu", dtype=torch.float64)
+    ends_at_zero = float(grid[-1]) == 0
+    positive = grid[:-1] if ends_at_zero else grid
+    parts = [solver.boundaries(positive, **options) if positive.shape[0] > 1
+             else torch.empty(0, dtype=torch.float64)]
+    if ends_at_zero:
+        parts.append(EULER.boundaries(grid[-2:]))
+    return torch.cat(parts)
+
+
+def sample(
+    denoiser: Denoiser,
+    x_init: Tensor,
+    sigmas,
+    *,
+    solver: str | Solver = "heun",
+    erk: ErkGuid | None = None,
+    w_stiff: float = 0.0,
+    w_con: float = 0.0,
+    eps: float = PAIR_EPS,
+    oracle: OracleSpec = None,
+    correction_sign: float | None = None,
+    r: float = DPM2_R,
+    max_order: int = DEIS_MAX_ORDER,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Trajectory:
+    """Sample the probability-flow ODE from `x_init` down the grid `sigmas`, with ERK-Guid.
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``D(x, sigma) -> x̂₀`` with ``x: [batch, *dims]`` and ``sigma`` a 0-d tensor of the
+        state's dtype; exact mixtures, learned models and :class:`Guided` all qualify.
+    x_init : Tensor, [batch, *dims]
+        The state at ``sigmas[0]``, already scaled (``σ_0 · noise``, or exact samples of
+        ``p_{σ_0}``; see :mod:`stiffkit.diffusion.noise`). float32 or float64.
+    sigmas : Tensor or sequence, [N + 1]
+        Strictly decreasing levels, positive except a possible final 0
+        (:func:`edm_sigmas`).
+    solver : {"heun", "euler", "dpm2", "deis"} or Solver
+        EDM's Heun (``2N − 1`` evaluations on an EDM grid), Euler, DPM-Solver-2 (``r``) or
+        DEIS's tAB multistep (``max_order``); any registered name
+        (:func:`~stiffkit.diffusion.samplers.register_solver`) or a :class:`Solver`.
+    erk : ErkGuid, optional
+        ERK-Guid's settings as one value; or give them as the keywords below (not both).
+    w_stiff, w_con, eps, oracle, correction_sign
+        The fields of :class:`~stiffkit.diffusion.erk.ErkGuid` (strength ≥ 0, where 0
+        reproduces the plain solver bit for bit; gate; pair guard; exact-eigenpair oracle;
+        sign override of :data:`DEFAULT_CORRECTION_SIGN`).
+    r : float
+        DPM-Solver-2's intermediate level exponent, in (0, 1].
+    max_order : int
+        DEIS's number of drifts in the extrapolation (1 … 4).
+    callback : callable, optional
+        Called after every step with a dict: ``i, sigma, sigma_next, x, denoised, drift,
+        x_next, rho, beta``.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    Trajectory
+        ``times`` = the grid, ``states`` ``[N + 1, batch, *dims]`` from `x_init` to the sample
+        (``states[-1]``), ``drifts`` at each step's start, the Heun pair (``pair_states`` /
+        ``pair_drifts``: the Euler point at ``σ_{i+1}``; NaN where a step has none), the
+        drift ``f`` for reference analyses, ``nfe`` = denoiser calls, the solver's
+        ``tableau`` (Heun, Euler; None for DPM-Solver-2 and DEIS), ``stability_boundaries``
+        ``[N]`` (each step's real stability interval, the final Euler step's included) and
+        per-step diagnostics ``[N, batch]``: ``erk_rho`` (the ρ used or estimated at step i;
+        NaN without a pair), ``erk_beta`` (the gate), ``erk_correction_norm``.
+        :func:`stiffkit.analyze` works on it directly.
+    """
+    erk = _erk_config(erk, w_stiff, w_con, eps, oracle, correction_sign)
+    spec, options = _prepare(denoiser, x_init, solver, erk, r, max_order)
+    x, sig, rec, diag, nfe, drift = _integrate(denoiser, x_init, sigmas, spec, options, erk,
+                                               callback, progress, record=True)
+    pair_states = torch.stack(rec["pair_states"]) if spec.records_pair else None
+    return Trajectory(
+        times=sig,
+        states=torch.stack(rec["states"]),
+        drifts=torch.stack(rec["drifts"]),
+        embedded=pair_states,
+        pair_states=pair_states,
+        pair_drifts=torch.stack(rec["pair_drifts"]) if spec.records_pair else None,
+        f=drift,
+        tableau=spec.tableau,
+        stability_boundaries=_step_boundaries(spec, options, sig),
+        diagnostics={k: torch.stack(v) for k, v in diag.items()},
+        nfe=nfe,
+        time_name="sigma",
+    )
+
+
+def sample_final(denoiser: Denoiser, x_init: Tensor, sigmas, **kwargs: Any) -> tuple[Tensor, int]:
+    """Like :func:`sample` but keep nothing but the result: return ``(x_N, nfe)``.
+
+    Takes :func:`sample`'s keywords. Memory stays O(batch · dims) whatever the number of
+    steps (for throughput runs).
+    """
+    defaults = dict(solver="heun", erk=None, w_stiff=0.0, w_con=0.0, eps=PAIR_EPS, oracle=None,
+                    correction_sign=None, r=DPM2_R, max_order=DEIS_MAX_ORDER, callback=None,
+                    progress=False)
+    unknown = set(kwargs) - set(defaults)
+    if unknown:
+        raise TypeError(f"sample_final() got unexpected keyword arguments {sorted(unknown)}.")
+    kw = {**defaults, **kwargs}
+    erk = _erk_config(kw["erk"], kw["w_stiff"], kw["w_con"], kw["eps"], kw["oracle"],
+                      kw["correction_sign"])
+    spec, options = _prepare(denoiser, x_init, kw["solver"], erk, kw["r"], kw["max_order"])
+    x, _, _, _, nfe, _ = _integrate(denoiser, x_init, sigmas, spec, options, erk,
+                                    kw["callback"], kw["progress"], record=False)
+    return x, nfe

@@ -1,0 +1,193 @@
+"""The sampling driver: plain EDM Heun bit for bit, evaluation counts, ERK-Guid's two
+spellings, the trajectory it records (analyze-ready for every solver), callbacks, bad input.
+"""
+
+import numpy as np
+import pytest
+import torch
+from _diffusion_cases import Counting, plain_heun
+
+import stiffkit
+from stiffkit.diffusion.erk import ErkGuid
+from stiffkit.diffusion.mixtures import ring_gmm
+from stiffkit.diffusion.noise import mixture_samples
+from stiffkit.diffusion.samplers import SOLVERS, sample, sample_final
+from stiffkit.diffusion.schedules import edm_sigmas
+
+F64 = torch.float64
+
+
+# --------------------------------------------------------------- plain Heun identity
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_w_stiff_is_plain_heun_bit_for_bit(mix, dtype):
+    sig = edm_sigmas(8, 0.002, 5.0)
+    x0 = mixture_samples(mix, 64, 5.0, dtype=dtype)
+    want = plain_heun(mix, x0, sig.to(dtype))
+    for w_con in (0.0, 0.5):
+        got = sample(mix, x0, sig, w_stiff=0.0, w_con=w_con).states[-1]
+        assert torch.equal(got, want)
+    got_final, _ = sample_final(mix, x0, sig)
+    assert torch.equal(got_final, want)
+
+
+@pytest.mark.parametrize("solver,expected",
+                         [("heun", "2N-1"), ("dpm2", "2N-1"), ("euler", "N"), ("deis", "N")])
+def test_nfe_and_zero_extra_evaluations(mix, solver, expected):
+    N = 6
+    sig = edm_sigmas(N, 0.002, 5.0)
+    x0 = mixture_samples(mix, 16, 5.0, dtype=F64)
+    want = 2 * N - 1 if expected == "2N-1" else N
+    settings = [dict()] if solver == "euler" else [dict(), dict(w_stiff=1.0, w_con=0.1)]
+    for kw in settings:
+        den = Counting(mix)
+        traj = sample(den, x0, sig, solver=solver, **kw)
+        assert den.calls == traj.nfe == want
+
+
+# ------------------------------------------------------- ERK-Guid's two spellings
+@pytest.mark.parametrize("solver", ["heun", "dpm2", "deis"])
+def test_erk_config_and_loose_keywords_give_the_same_samples(mix, solver):
+    sig = edm_sigmas(6, 0.002, 5.0)
+    x0 = mixture_samples(mix, 16, 5.0, dtype=F64)
+    loose = sample(mix, x0, sig, solver=solver, w_stiff=0.8, w_con=0.3, correction_sign=-1)
+    erk = ErkGuid(w_stiff=0.8, w_con=0.3, correction_sign=-1)
+    config = sample(mix, x0, sig, solver=solver, erk=erk)
+    assert torch.equal(loose.states, config.states)
+    for key, value in loose.diagnostics.items():
+        assert torch.equal(value.nan_to_num(-1.0), config.diagnostics[key].nan_to_num(-1.0))
+    x, nfe = sample_final(mix, x0, sig, solver=solver, erk=erk)
+    assert torch.equal(x, loose.states[-1]) and nfe == loose.nfe
+    # The correction does change the samples (the comparison above is not vacuous).
+    assert not torch.equal(sample(mix, x0, sig, solver=solver).states[-1], x)
+
+
+def test_erk_config_and_keywords_together_are_refused(mix):
+    x0 = mixture_samples(mix, 2, 5.0, dtype=F64)
+    with pytest.raises(TypeError, match="not both"):
+        sample(mix, x0, edm_sigmas(4, 0.002, 5.0), erk=ErkGuid(w_stiff=1.0), w_stiff=0.5)
+    with pytest.raises(TypeError, match="`erk`"):
+        sample(mix, x0, edm_sigmas(4, 0.002, 5.0), erk=dict(w_stiff=1.0))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        sample_final(mix, x0, edm_sigmas(4, 0.002, 5.0), w_stif=1.0)
+
+
+# -------------------------------------------------------------- the trajectory
+def test_trajectory_feeds_analyze(mix):
+    sig = edm_sigmas(6, 0.002, 5.0)
+    x0 = mixture_samples(mix, 8, 5.0, dtype=F64)
+    traj = sample(mix, x0, sig, w_stiff=0.5)
+    assert traj.states.shape == (7, 8, 2) and torch.equal(traj.states[0], x0)
+    assert traj.time_name == "sigma" and traj.tableau.name == "heun_euler"
+    df = stiffkit.analyze(traj, reference="dense", symmetric=True, lte=False)
+    assert len(df) == 6 * 8
+    # analyze's rho_hat of step n (at σ_{n+1}) is the ρ̂ ERK-Guid used at step n + 1.
+    rho = df.pivot(index="step", columns="sample", values="rho_hat").to_numpy()
+    np.testing.assert_allclose(rho[:4], traj.diagnostics["erk_rho"][1:5].numpy(), rtol=1e-12)
+    assert np.isfinite(df["lambda_max"]).all()
+    assert set(df.columns) >= {"erk_rho", "erk_beta", "erk_correction_norm"}
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("ends_at_zero", [True, False])
+def test_analyze_gives_every_sampler_finite_stability_boundaries(solver, ends_at_zero):
+    ring = ring_gmm()
+    sig = edm_sigmas(6, 0.002, 5.0)
+    sig = sig if ends_at_zero else sig[:-1]
+    traj = sample(ring, mixture_samples(ring, 4, 5.0, dtype=F64), sig, solver=solver)
+    n = traj.num_steps
+    assert traj.stability_boundaries.shape == (n,)
+    assert traj.tableau is None or traj.tableau.name in ("heun_euler", "euler")
+    df = stiffkit.analyze(traj, reference="dense", symmetric=True, lte=False)
+    assert np.isfinite(df["stability_boundary"]).all() and (df["stability_boundary"] > 0).all()
+    per_step = df.groupby("step")["stability_boundary"].first().to_numpy()
+    np.testing.assert_array_equal(per_step, traj.stability_boundaries.numpy())
+    attr = np.atleast_1d(df.attrs["stability_boundary"]).astype(float)
+    assert np.isfinite(attr).all()
+    if ends_at_zero:  # the final step to σ = 0 is Euler's, whatever the solver
+        assert float(traj.stability_boundaries[-1]) == 2.0
+    # Where the pair exists the indicator is h·ρ̂ over the step's own boundary.
+    ok = df["rho_hat"].notna()
+    np.testing.assert_allclose(df.loc[ok, "stiffness_indicator"],
+                               df.loc[ok, "h_rho"] / df.loc[ok, "stability_boundary"], rtol=1e-15)
+    assert ok.any() == (solver == "heun")
+
+
+def test_sample_final_records_nothing_but_agrees(mix):
+    sig = edm_sigmas(5, 0.002, 5.0)
+    x0 = mixture_samples(mix, 8, 5.0, dtype=F64)
+    for solver in SOLVERS:
+        kw = {} if solver == "euler" else dict(w_stiff=0.7, w_con=0.2)
+        traj = sample(mix, x0, sig, solver=solver, **kw)
+        x, nfe = sample_final(mix, x0, sig, solver=solver, **kw)
+        assert torch.equal(x, traj.states[-1]) and nfe == traj.nfe
+
+
+def test_callback_sees_every_step(mix):
+    seen = []
+    sig = edm_sigmas(5, 0.002, 5.0)
+    x0 = mixture_samples(mix, 4, 5.0, dtype=F64)
+    traj = sample(mix, x0, sig, callback=lambda d: seen.append((d["i"], d["x_next"])))
+    assert [i for i, _ in seen] == list(range(5))
+    assert torch.equal(seen[-1][1], traj.states[-1])
+
+
+def test_progress_bar_does_not_change_the_samples(mix):
+    sig = edm_sigmas(4, 0.002, 5.0)
+    x0 = mixture_samples(mix, 4, 5.0, dtype=F64)
+    a = sample(mix, x0, sig, progress=True, w_stiff=0.5)
+    assert torch.equal(a.states, sample(mix, x0, sig, w_stiff=0.5).states)
+
+
+# --------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "sigmas,match",
+    [([5.0], "at least 2"), ([5.0, 1.0, 2.0, 0.0], "decreasing"), ([5.0, 0.0, 0.0], "decreasing"),
+     ([5.0, float("nan"), 0.0], "NaN"), ([5.0, -1.0], "positive"), ([[5.0, 1.0]], "1-D")],
+)
+def test_bad_grids(mix, sigmas, match):
+    with pytest.raises(ValueError, match=match):
+        sample(mix, torch.zeros(2, 2, dtype=F64), sigmas)
+
+
+def test_grid_collapsing_in_float32_is_refused(mix):
+    with pytest.raises(ValueError, match="not strictly decreasing in torch.float32"):
+        sample(mix, torch.zeros(2, 2), [1.0 + 1e-12, 1.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [(dict(solver="rk45"), "`solver`"), (dict(w_stiff=-1.0), "`w_stiff`"),
+     (dict(w_stiff=float("nan")), "`w_stiff`"), (dict(solver="euler", w_stiff=1.0), "euler"),
+     (dict(eps=0.0), "`eps`"), (dict(correction_sign=2), "`correction_sign`"),
+     (dict(oracle="magic"), "`oracle`"), (dict(solver="deis", max_order=5), "`max_order`")],
+)
+def test_bad_sampler_arguments(mix, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sample(mix, torch.zeros(2, 2, dtype=F64), edm_sigmas(4, 0.002, 5.0), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [(dict(solver="euler", oracle="dense"), "no embedded pair"), (dict(r=0.0), "`r`"),
+     (dict(r=1.5), "`r`"), (dict(max_order=0), "`max_order`"),
+     (dict(max_order=2.0), "`max_order`")],
+)
+def test_more_bad_sampler_arguments(mix, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sample_final(mix, torch.zeros(2, 2, dtype=F64), edm_sigmas(4, 0.002, 5.0), **kwargs)
+
+
+def test_bad_states_and_denoisers(mix):
+    sig = edm_sigmas(4, 0.002, 5.0)
+    with pytest.raises(ValueError, match="`x_init`"):
+        sample(mix, torch.tensor([[float("nan"), 0.0]], dtype=F64), sig)
+    with pytest.raises(ValueError, match="`x_init`"):
+        sample(mix, torch.zeros(3, dtype=F64), sig)
+    with pytest.raises(ValueError, match="`denoiser`.*shape"):
+        sample(lambda x, s: x[:, :1], torch.zeros(2, 2, dtype=F64), sig)
+    with pytest.raises(ValueError, match="`denoiser`.*dtype"):
+        sample(lambda x, s: x.float(), torch.zeros(2, 2, dtype=F64), sig)
+    with pytest.raises(TypeError, match="`denoiser`"):
+        sample(None, torch.zeros(2, 2, dtype=F64), sig)
+    with pytest.raises(TypeError, match="`denoiser` must return a torch.Tensor"):
+        sample(lambda x, s: x.numpy(), torch.zeros(2, 2, dtype=F64), sig)

@@ -1,0 +1,40 @@
+"""The converged reference solve that endpoint errors are measured against."""
+
+import pytest
+import torch
+from _diffusion_cases import exact_single_gaussian_flow, single_gaussian
+
+from stiffkit.diffusion.noise import randn_per_sample
+from stiffkit.diffusion.samplers import reference_sample
+from stiffkit.diffusion.schedules import edm_sigmas
+
+F64 = torch.float64
+
+
+def test_reference_sample_is_converged_on_single_gaussian():
+    gmm = single_gaussian()
+    x0 = randn_per_sample(16, (2,), dtype=F64) * 2.0
+    sig = edm_sigmas(8, 0.01, 2.0)
+    exact = gmm.denoise(exact_single_gaussian_flow(gmm, x0, 2.0, 0.01), 0.01)
+    for method in ("rk4", "dopri5"):
+        ref = reference_sample(gmm, x0, sig, method=method)
+        assert float((ref - exact).norm(dim=1).max()) < 1e-6
+
+
+def test_reference_sample_without_the_final_zero_stops_at_the_last_level():
+    gmm = single_gaussian()
+    x0 = randn_per_sample(4, (2,), dtype=F64) * 2.0
+    ref = reference_sample(gmm, x0, edm_sigmas(8, 0.01, 2.0)[:-1], num_steps=64)
+    exact = exact_single_gaussian_flow(gmm, x0, 2.0, 0.01)
+    assert float((ref - exact).norm(dim=1).max()) < 1e-6
+
+
+def test_reference_sample_bad_input():
+    gmm = single_gaussian()
+    x0 = torch.zeros(2, 2, dtype=F64)
+    with pytest.raises(ValueError, match="`method`"):
+        reference_sample(gmm, x0, edm_sigmas(4, 0.01, 2.0), method="euler")
+    with pytest.raises(ValueError, match="`num_steps`"):
+        reference_sample(gmm, x0, edm_sigmas(4, 0.01, 2.0), num_steps=0)
+    with pytest.raises(ValueError, match="`x_init`"):
+        reference_sample(gmm, torch.zeros(2, dtype=F64), edm_sigmas(4, 0.01, 2.0))

@@ -1,0 +1,70 @@
+"""EDM's σ grid, grid validation and the one σ coercion (`as_sigma`)."""
+
+import numpy as np
+import pytest
+import torch
+
+from stiffkit.diffusion.schedules import as_sigma, check_sigmas, edm_sigmas
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 33])
+def test_edm_sigmas_formula(n):
+    s = edm_sigmas(n, 0.002, 5.0, 7.0)
+    assert s.shape == (n + 1,) and float(s[-1]) == 0.0 and float(s[0]) == pytest.approx(5.0)
+    if n > 1:
+        assert float(s[-2]) == pytest.approx(0.002)
+        i = np.arange(n)
+        want = (5.0 ** (1 / 7) + i / (n - 1) * (0.002 ** (1 / 7) - 5.0 ** (1 / 7))) ** 7
+        np.testing.assert_allclose(s[:-1].numpy(), want, rtol=1e-14)
+    assert bool((s[1:] < s[:-1]).all())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(num_steps=0), dict(num_steps=2.5), dict(num_steps=4, sigma_min=0.0),
+     dict(num_steps=4, sigma_min=1.0, sigma_max=0.5), dict(num_steps=4, rho=float("nan"))],
+)
+def test_edm_sigmas_bad_input(kwargs):
+    with pytest.raises(ValueError):
+        edm_sigmas(**kwargs)
+
+
+def test_check_sigmas_returns_float64_and_allows_a_final_zero():
+    s = check_sigmas([3.0, 1.0, 0.0])
+    assert s.dtype == F64 and s.tolist() == [3.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="`grid` must be positive"):
+        check_sigmas([3.0, 0.0, -1.0], name="grid")
+
+
+# ---------------------------------------------------------------------------- as_sigma
+def test_as_sigma_follows_the_state_and_keeps_the_shape():
+    x = torch.zeros(3, 2, dtype=torch.float32)
+    s = as_sigma(0.5, x)
+    assert s.dtype == torch.float32 and s.shape == () and float(s) == 0.5
+    per = as_sigma(torch.tensor([0.1, 0.2, 0.3], dtype=F64), x, dtype=F64)
+    assert per.dtype == F64 and per.shape == (3,)
+    already = torch.tensor(0.25, dtype=torch.float32)
+    assert as_sigma(already, x) is already  # no copy when nothing changes
+
+
+@pytest.mark.parametrize(
+    "sigma, kwargs, match",
+    [(torch.ones(2), {}, r"`sigma` must be a scalar or have shape \[batch\] = \[3\]"),
+     (torch.ones(3, 1), {}, "scalar"),
+     (float("nan"), {}, "`sigma` must be non-negative and finite"),
+     (-1.0, {}, "non-negative"),
+     (0.0, dict(positive=True, name="level"), "`level` must be positive and finite"),
+     (float("inf"), dict(positive=True), "positive and finite")],
+)
+def test_as_sigma_checks_on_request(sigma, kwargs, match):
+    x = torch.zeros(3, 2, dtype=F64)
+    with pytest.raises(ValueError, match=match):
+        as_sigma(sigma, x, check=True, **kwargs)
+    as_sigma(sigma, x)  # unchecked by default: no error
+
+
+def test_as_sigma_accepts_zero_unless_positive():
+    x = torch.zeros(2, 2, dtype=F64)
+    assert float(as_sigma(0.0, x, check=True)) == 0.0
