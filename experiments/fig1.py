@@ -1,6 +1,6 @@
 """Fig. 1 of ERK-Guid on the 2-D tree: where the learned ODE is stiff, and what its error is like.
 
-Three panels (DESIGN.md §7, Fig. 1):
+Three panels (docs/figures.md, Fig. 1):
 
 * **(a) stiffness map** — exact samples of ``p_σ`` (class A of the tree) at a few levels of the
   sampler's grid, coloured by ``|λ_max|`` of ``∂f/∂x``: the exact drift (closed-form Jacobian,
@@ -32,7 +32,7 @@ import torch
 from _lib import binned, run_experiment
 
 from stiffkit import eig_dense, jacobian_dense
-from stiffkit.diffusion.mixtures import (
+from stiffkit.diffusion.mixtures.tree import (
     TREE_DEPTH,
     TREE_POINTS_PER_BRANCH,
     _tree_components,
@@ -94,9 +94,10 @@ def _branch_depths() -> np.ndarray:
 def branch_geometry() -> pd.DataFrame:
     """Return class A's branches: centre, unit direction, normal, clean width, clearance.
 
-    Each branch is ``TREE_POINTS_PER_BRANCH`` consecutive components on a segment (DESIGN.md
-    §5), so the centre is their mean and the direction that of the first → last mean. The
-    width is the clean standard deviation across the branch, ``sqrt(nᵀ Σ n)``; the clearance
+    Each branch is ``TREE_POINTS_PER_BRANCH`` consecutive components on a segment
+    (docs/theory/toy_world.md, eq. (2)), so the centre is their mean and the direction that of
+    the first → last mean. The width is the clean standard deviation across the branch,
+    ``sqrt(nᵀ Σ n)``; the clearance
     is the distance, in widths, from the centre to the nearest component of another branch
     within a strip of ±3 widths around the perpendicular line.
     """
@@ -384,7 +385,7 @@ def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:
     maps = df[df.panel == "map"].copy()
     maps["stiff"] = _stiffness(maps, measure)
     parts = []
-    for step, g in maps.groupby("step"):
+    for _, g in maps.groupby("step"):
         ex, le = g[g.model == "exact"], g[g.model == "learned"]
         parts.append(f"σ={g.sigma.iloc[0]:.3g}: exact max {ex.stiff.max():.3g} / p99 "
                      f"{ex.stiff.quantile(0.99):.3g} / median {ex.stiff.median():.2g}, learned max "

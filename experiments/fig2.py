@@ -1,4 +1,4 @@
-"""Fig. 2 — eigenvector alignment across stiffness (DESIGN.md §7).
+"""Fig. 2 — eigenvector alignment across stiffness (docs/figures.md).
 
 Along plain-Heun trajectories (``w_stiff = 0``) of the 2-D tree — the learned main model and
 the exact class-A mixture — every quantity is measured at one point ``(σ_i, x_i)`` per step

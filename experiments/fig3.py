@@ -1,4 +1,4 @@
-"""Fig. 3 — accuracy of ERK-Guid's free stiffness estimate (DESIGN.md §3, §7).
+"""Fig. 3 — accuracy of ERK-Guid's free stiffness estimate (docs/theory/proposition1.md).
 
 Along plain-Heun trajectories (``w_stiff = 0``) of the 2-D tree — the learned main model and
 the exact class-A mixture — at each step ``i ≥ 1`` and one point ``(σ_i, x_i)``

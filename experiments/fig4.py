@@ -5,7 +5,8 @@ FID / FD-DINOv2. Here the learned class-A model of the tree (no guidance) is sam
 Heun + ERK-Guid at 8, 16 and 32 steps from the same exact samples of p_{σ_max}, over a grid that
 runs from "always on" (w_con = 0) to "never on" (w_con = 100, above the 99th percentile of the
 ρ̂ the sampler sees, ≈ 70 at the last steps), for w_stiff = 0 (plain Heun, a flat reference), the linear theory's 1/√6 and
-the paper's values. Panels (DESIGN.md §6): sliced Wasserstein to exact class-A samples (with
+the paper's values. Panels (docs/theory/quality.md): sliced Wasserstein to exact class-A samples
+(with
 the exact samples' own value, the noise floor), endpoint error against a converged solve of the
 same ODE from the same start, mean NLL under the true mixture (with the truth's own NLL: lower
 than that is over-contraction, not quality) and the fraction of corrected steps. Bands are 95 %

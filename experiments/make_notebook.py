@@ -164,7 +164,8 @@ full[cols].round(4)"""),
   over-contraction, not fidelity (recall and occupancy drop).
 * *The theory value `w_stiff = 1/√6` is the one that helps*: endpoint error halves at every N
   (49.1 → 31.0, 10.1 → 5.0, 2.29 → 1.07 ×10⁻³) with SW unchanged within its interval — as the
-  linear theory of DESIGN.md §4 predicts (it cancels Heun's leading LTE along `v̂`).
+  linear theory of docs/theory/erk_guid.md, eq. (8) predicts (it cancels Heun's leading LTE
+  along `v̂`).
 * *With CFG or autoguidance*, adding ERK-Guid at the paper's settings increases the endpoint
   error at 16/32 steps and lowers recall; the oracle eigenpair is no better than the cheap
   pair estimate (its larger `ρ` over-corrects more).

@@ -4,7 +4,8 @@ On the learned toy models (class-A model; CFG with the unconditional A∪B model
 with the small, less-trained model, weight 3 — the autoguidance toy's weights, not the paper's
 ImageNet ones), EDM Heun at 8, 16 and 32 steps from the same exact samples of p_{σ_max}:
 
-* Heun, ERK-Guid at the paper's settings (DESIGN.md §4; 32 steps: w_stiff 1.0 of the paper's
+* Heun, ERK-Guid at the paper's settings (docs/theory/erk_guid.md#the-papers-settings; 32
+  steps: w_stiff 1.0 of the paper's
   0.5…2.5 sweep), ERK-Guid with the linear theory's w_stiff = 1/√6 (same gate), and the
   *oracle* ERK-Guid (the exact dominant eigenpair of the drift Jacobian, by JVPs, instead of
   the pair's ρ̂, v̂);
@@ -12,7 +13,7 @@ ImageNet ones), EDM Heun at 8, 16 and 32 steps from the same exact samples of p_
   0.75/0.5, 32 steps 1.0/0.5; the paper has no guided 8-step setting, so 8 steps use its
   unguided 0.5/0.1).
 
-Every metric carries its 95 % bootstrap interval (DESIGN.md §6): endpoint error against a
+Every metric carries its 95 % bootstrap interval (docs/theory/quality.md): endpoint error against a
 converged solve of the *same* (guided) ODE from the same start, sliced Wasserstein to exact
 class-A samples, NLL under the true class-A mixture (mean, median) with the outlier rate, kNN
 precision/recall and component occupancy; a row of exact samples gives the noise floors. NFE

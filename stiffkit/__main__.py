@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(
         "\n(On a linear problem only the stability polynomial's order is exercised; "
-        "tests/test_rk.py also checks a nonlinear non-autonomous problem.)"
+        "tests/integrate/test_rk.py also checks a nonlinear non-autonomous problem.)"
     )
 
 

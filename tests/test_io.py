@@ -58,6 +58,8 @@ def test_save_frame_and_figure(tmp_path):
     ax.plot([0, 1])
     save_figure(fig, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 1000
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "f.png"]  # no temporaries
     plt.close(fig)
 
 

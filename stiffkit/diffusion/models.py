@@ -1,4 +1,4 @@
-"""Learned toy denoisers: the energy MLP of the autoguidance 2-D toy (DESIGN.md §5).
+"""Learned toy denoisers: the energy MLP of the autoguidance 2-D toy (docs/theory/toy_world.md).
 
 The network outputs one scalar per point, an unnormalised log-density ``E_θ(x; σ)`` of the
 noisy marginal ``p_σ``; the score is its gradient, so the drift Jacobian ``J_f = −σ ∇²E_θ``

@@ -1,4 +1,4 @@
-"""Train the toy energy denoisers on the exact score of the tree mixture (DESIGN.md §5).
+"""Train the toy energy denoisers on the tree's exact score (docs/theory/toy_world.md#training).
 
 ``python -m stiffkit.diffusion.training`` retrains every shipped model
 (:data:`PRETRAINED_RUNS`) and atomically rewrites ``stiffkit/diffusion/weights/*.pt``.

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from stiffkit._utils import check_finite, check_int, check_same_shape, check_tensor
 from stiffkit.integrate.rk import solve_fixed
 from stiffkit.tableaux import ButcherTableau
 
@@ -16,10 +17,24 @@ __all__ = ["convergence_study", "fitted_order"]
 
 
 def fitted_order(h: Sequence[float], error: Sequence[float]) -> float:
-    """Return the least-squares slope of ``log(error)`` against ``log(h)``."""
+    """Return the least-squares slope of ``log(error)`` against ``log(h)``.
+
+    Parameters
+    ----------
+    h, error : sequence of float, length >= 2
+        Step sizes and the errors measured with them; finite and positive.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, fewer than two points are given, or a value is not finite
+        and positive.
+    """
     h, error = np.asarray(h, dtype=float), np.asarray(error, dtype=float)
     if h.shape != error.shape or h.size < 2:
         raise ValueError("`h` and `error` must have the same length, at least 2.")
+    if not (np.all(np.isfinite(h)) and np.all(np.isfinite(error))):
+        raise ValueError("`h` and `error` must be finite.")
     if not (np.all(h > 0) and np.all(error > 0)):
         raise ValueError("`h` and `error` must be positive.")
     return float(np.polyfit(np.log(h), np.log(error), 1)[0])
@@ -35,12 +50,45 @@ def convergence_study(
 ) -> pd.DataFrame:
     """Measure the global error at ``t_span[1]`` on uniform grids of `num_steps` steps.
 
+    Parameters
+    ----------
+    f : callable
+        The drift ``f(t, x)``.
+    x0 : Tensor, shape [batch, *dims]
+        Initial state (floating dtype; the grids use its dtype).
+    t_span : pair of float
+        ``(t0, t1)``, finite and different (``t1 < t0`` integrates backwards).
+    exact : Tensor, shape [batch, *dims]
+        The exact solution at ``t1``, the shape of `x0`.
+    tableau : ButcherTableau or str
+        The method.
+    num_steps : sequence of int
+        Step counts (positive integers), one grid each.
+
     Returns
     -------
     pandas.DataFrame
         Columns ``num_steps, h, error`` (max-norm of the final error over the batch)
-        and ``order``, the slope fitted over all rows (same value on every row).
+        and ``order``, the slope fitted over all rows (same value on every row; NaN with
+        a single row or a zero error).
+
+    Raises
+    ------
+    ValueError
+        If an argument is malformed; the message names it.
     """
+    check_tensor(x0, "x0")
+    check_tensor(exact, "exact")
+    check_same_shape(exact, x0, "exact", "x0")
+    if len(t_span) != 2:
+        raise ValueError(f"`t_span` must be a pair (t0, t1), got {len(t_span)} values.")
+    for t in t_span:
+        check_finite(t, "t_span")
+    if t_span[0] == t_span[1]:
+        raise ValueError("`t_span` must have two different ends.")
+    num_steps = [check_int(n, "num_steps") for n in num_steps]
+    if not num_steps:
+        raise ValueError("`num_steps` must hold at least one step count.")
     rows = []
     for n in num_steps:
         grid = torch.linspace(t_span[0], t_span[1], int(n) + 1, dtype=x0.dtype)

@@ -5,7 +5,8 @@ ERK-Guid, CFG, autoguidance, with and without ERK-Guid) are the same computation
 ``(num_steps, method)`` draw samples from the same initial states, time the sampler, count its
 evaluations, and score the result with :func:`stiffkit.diffusion.metrics.evaluate` against one
 exact truth sample — and the endpoints against a converged solve of the *same* (guided) ODE
-from the same states (DESIGN.md §6). :func:`compare` does exactly that and returns one row per
+from the same states (docs/theory/quality.md). :func:`compare` does exactly that and returns one
+row per
 run, plus a row of exact samples whose metrics are the noise floors.
 
 Everything random derives from one ``seed``: the initial states use per-sample seeds
@@ -31,7 +32,7 @@ from torch import Tensor
 
 from stiffkit._utils import check_int
 from stiffkit._utils import progress as progress_bar
-from stiffkit.diffusion.metrics import DEFAULT_NUM_BOOTSTRAP, evaluate
+from stiffkit.diffusion.metrics import DEFAULT_NUM_BOOTSTRAP, MetricSettings, evaluate
 from stiffkit.diffusion.samplers import REFERENCE_STEPS, reference_sample, sample_final
 from stiffkit.paper.toy import GUIDED_METHODS, ToyWorld
 
@@ -48,7 +49,8 @@ __all__ = [
     "time_methods",
 ]
 
-#: ERK-Guid's ``(w_stiff, w_con)`` in the paper (ImageNet-512, EDM2-S; DESIGN.md §4 and the
+#: ERK-Guid's ``(w_stiff, w_con)`` in the paper (ImageNet-512, EDM2-S;
+#: docs/theory/erk_guid.md#the-papers-settings and the
 #: reference code's ``scripts/reproduce.sh``), keyed by ``(guided, num_steps)``. Unguided at 32
 #: steps the paper sweeps ``w_stiff`` over :data:`PAPER_W_STIFF_32`; 1.0 is listed here (the
 #: value its guided runs use). Guided runs (CFG and AG alike) exist at 16 and 32 steps only.
@@ -251,6 +253,7 @@ def compare(
     plan = list(plan)
     num_samples = check_int(num_samples, "num_samples", 2)
     seed = check_int(seed, "seed", 0)
+    settings = MetricSettings(num_bootstrap=num_bootstrap, ci=ci)
     for item in plan:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Method)):
             raise TypeError(f"`plan` must hold (num_steps, Method) pairs, got {item!r}.")
@@ -261,7 +264,7 @@ def compare(
 
     def score(samples: Tensor, reference: Tensor | None) -> dict[str, Any]:
         row = evaluate(samples, world.exact, reference=reference, truth=truth, seed=metric_seed,
-                       num_bootstrap=num_bootstrap, ci=ci, noise_floor=False)
+                       settings=settings, noise_floor=False)
         return row.iloc[0].to_dict()
 
     references: dict[str, Tensor] = {}

@@ -1,6 +1,6 @@
 """The 2-D toy world of the paper's figures: the tree, its learned models, and guidance.
 
-One object gathers what every experiment needs (DESIGN.md §5): the exact class-A tree
+One object gathers what every experiment needs (docs/theory/toy_world.md): the exact class-A tree
 mixture and the unconditional A∪B tree, the learned class-A model (the *learned ODE*), the
 autoguidance guide (smaller, less trained) and the CFG guide (unconditional), and the
 guidance weights of the autoguidance toy. :meth:`ToyWorld.denoiser` builds each method's

@@ -17,12 +17,28 @@ __all__ = ["tableau_summary"]
 def tableau_summary(names: Sequence[str] | None = None) -> pd.DataFrame:
     """Return one row per tableau: stages, declared and computed orders, FSAL, stability.
 
-    Columns: ``name, stages, order, computed_order, embedded_order,
-    computed_embedded_order, fsal, evals_per_step, stability_interval,
-    embedded_stability_interval, exact``.
+    Parameters
+    ----------
+    names : sequence of str or ButcherTableau, optional
+        The tableaux, in this order (aliases resolve); default: the whole catalogue, sorted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``name, stages, order, computed_order, embedded_order,
+        computed_embedded_order, fsal, evals_per_step, stability_interval,
+        embedded_stability_interval, exact``.
+
+    Raises
+    ------
+    ValueError
+        If `names` is empty or names an unknown tableau.
     """
+    names = list_tableaux() if names is None else list(names)
+    if not names:
+        raise ValueError("`names` must name at least one tableau (None: the whole catalogue).")
     rows = []
-    for name in names or list_tableaux():
+    for name in names:
         tab = get_tableau(name)
         rows.append(
             dict(

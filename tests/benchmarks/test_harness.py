@@ -17,10 +17,12 @@ def test_compare_runs_every_candidate_interleaved_and_reports_ratios():
     candidates = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
     df = compare(candidates, repeats=4, warmup=1, baseline="b")
     assert list(df.name) == ["a", "b", "c"]
-    assert list(df.columns) == ["name", "median_s", "min_s", "iqr_s", "ratio", "paired_ratio", "paired_iqr"]
+    assert list(df.columns) == ["name", "median_s", "min_s", "iqr_s", "ratio", "paired_ratio",
+                                "paired_iqr"]
     # one warm-up round in order, then rounds in rotating order
     assert calls[:3] == ["a", "b", "c"]
-    assert calls[3:6] == ["a", "b", "c"] and calls[6:9] == ["b", "c", "a"] and calls[9:12] == ["c", "a", "b"]
+    assert calls[3:6] == ["a", "b", "c"] and calls[6:9] == ["b", "c", "a"]
+    assert calls[9:12] == ["c", "a", "b"]
     assert len(calls) == 3 * 5
     base = df.set_index("name").loc["b"]
     assert base.ratio == 1.0 and base.paired_ratio == 1.0 and base.paired_iqr == 0.0
@@ -28,18 +30,63 @@ def test_compare_runs_every_candidate_interleaved_and_reports_ratios():
     assert (df.min_s <= df.median_s).all()
 
 
-def test_compare_paired_ratio_sees_a_tenfold_heavier_candidate():
-    x = np.random.default_rng(0).standard_normal((200, 200))
+class FakeClock:
+    """Stands in for the `time` module: ``perf_counter`` advances only when a candidate runs."""
 
-    def light():
-        return x @ x
+    def __init__(self):
+        self.now = 0.0
 
-    def heavy():
-        for _ in range(10):
-            x @ x
+    def perf_counter(self):
+        return self.now
 
-    df = compare({"light": light, "heavy": heavy}, repeats=5, warmup=1).set_index("name")
-    assert df.loc["heavy", "paired_ratio"] > 2.0  # 10x the work; > 2 leaves room for any load
+
+def test_compare_statistics_on_a_controlled_clock(monkeypatch):
+    """Medians, minima, IQRs and both ratios, exactly, from known durations.
+
+    "heavy" costs 10 units while "light" costs 1, except that round 2 is slowed 3× for both
+    (load that drifts between rounds): the ratio of medians stays 10 and the paired ratio,
+    which divides within each round, is exactly 10 in every round.
+    """
+    import _harness
+
+    clock = FakeClock()
+    monkeypatch.setattr(_harness, "time", clock)
+    rounds = {"light": iter([1.0, 1.0, 1.0, 3.0, 1.0, 1.0]),   # warm-up, then 5 timed rounds
+              "heavy": iter([10.0, 10.0, 10.0, 30.0, 10.0, 10.0])}
+
+    def candidate(name):
+        def run():
+            clock.now += next(rounds[name])
+        return run
+
+    df = compare({"light": candidate("light"), "heavy": candidate("heavy")}, repeats=5,
+                 warmup=1).set_index("name")
+    assert df.loc["light", "median_s"] == 1.0 and df.loc["heavy", "median_s"] == 10.0
+    assert df.loc["light", "min_s"] == 1.0 and df.loc["heavy", "min_s"] == 10.0
+    assert df.loc["light", "iqr_s"] == 0.0
+    assert df.loc["heavy", "ratio"] == 10.0 and df.loc["light", "ratio"] == 1.0
+    assert df.loc["heavy", "paired_ratio"] == 10.0 and df.loc["heavy", "paired_iqr"] == 0.0
+    # The warm-up round is not timed: every duration is used up, no more and no less.
+    assert all(next(it, None) is None for it in rounds.values())
+
+
+def test_compare_paired_ratio_cancels_drifting_load(monkeypatch):
+    """Load that changes between rounds moves the medians; the paired ratio stays put."""
+    import _harness
+
+    clock = FakeClock()
+    monkeypatch.setattr(_harness, "time", clock)
+    load = iter([1.0, 1.0, 5.0, 5.0, 9.0, 9.0])  # per call: both candidates share a round
+
+    def make(cost):
+        def run():
+            clock.now += cost * next(load)
+        return run
+
+    df = compare({"a": make(1.0), "b": make(2.0)}, repeats=3, warmup=0).set_index("name")
+    assert df.loc["a", "median_s"] == 5.0 and df.loc["b", "median_s"] == 10.0
+    assert df.loc["a", "iqr_s"] == pytest.approx(4.0)  # percentiles of 1, 5, 9
+    assert df.loc["b", "paired_ratio"] == 2.0 and df.loc["b", "paired_iqr"] == 0.0
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -6,7 +6,6 @@ import pytest
 import torch
 from _lib import binned, bootstrap_mean_ci, run_experiment
 
-from stiffkit.diffusion.guidance import Guided
 from stiffkit.paper.toy import GUIDANCE_WEIGHTS, toy_world
 
 
@@ -27,10 +26,18 @@ def test_binned_counts_means_and_intervals():
 
 def test_bootstrap_mean_ci_brackets_and_shrinks():
     rng = np.random.default_rng(1)
-    small = bootstrap_mean_ci(rng.standard_normal(50))
+    values = rng.standard_normal(50)
+    small = bootstrap_mean_ci(values)
     large = bootstrap_mean_ci(rng.standard_normal(5000))
-    assert small[0] < 0 < small[1] or abs(np.mean(small)) < 0.5
+    assert small[0] < values.mean() < small[1]
+    # For a mean the percentile interval is close to the normal one, ±1.96·s/√n (here 0.96×).
+    normal_width = 2 * 1.959964 * values.std(ddof=1) / np.sqrt(values.size)
+    assert small[1] - small[0] == pytest.approx(normal_width, rel=0.15)
     assert large[1] - large[0] < small[1] - small[0]
+    narrower = bootstrap_mean_ci(values, level=0.5)
+    assert small[0] < narrower[0] < narrower[1] < small[1]
+    # Non-finite values are dropped; the same seed gives the same interval.
+    assert bootstrap_mean_ci(np.r_[values, np.nan, np.inf]) == small
     assert np.isnan(bootstrap_mean_ci(np.array([np.nan]))[0])
 
 
@@ -49,9 +56,10 @@ def test_run_experiment_writes_outputs_and_caches(tmp_path):
         return fig
 
     args = ["--quick", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
-    res = run_experiment("demo", compute=compute, plot=plot, full={"n": 100}, quick={"n": 5}, argv=args)
+    res = run_experiment("demo", compute=compute, plot=plot, full={"n": 100}, quick={"n": 5},
+                         argv=args)
     assert res["config"] == {"n": 5, "seed": 0, "quick": True}
-    assert (tmp_path / "out" / "demo.png").stat().st_size > 0
+    assert (tmp_path / "out" / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pd.read_csv(tmp_path / "out" / "demo.csv").shape == (5, 2)
     run_experiment("demo", compute=compute, plot=plot, full={"n": 100}, quick={"n": 5}, argv=args)
     assert len(calls) == 1  # second run read the cache
@@ -70,10 +78,16 @@ def test_toy_world_methods():
     assert x.shape == (4, 2) and x.dtype == torch.float32
     assert world.denoiser("none") is world.main
     cfg = world.denoiser("cfg")
-    assert isinstance(cfg, Guided) and cfg.w == GUIDANCE_WEIGHTS["cfg"]
+    # CFG guides the class-A model with the unconditional one: D_g + w (D − D_g), w = 4.
+    assert cfg.denoiser is world.main and cfg.guide is world.cfg_guide
+    assert cfg.w == GUIDANCE_WEIGHTS["cfg"] == 4.0
+    sigma = torch.tensor(0.5)
+    d, d_g = world.main(x, sigma), world.cfg_guide(x, sigma)
+    torch.testing.assert_close(cfg(x, sigma), d_g + 4.0 * (d - d_g))
     assert world.denoiser("ag", w=2.0).w == 2.0
     d = world.guidance_direction("ag", x, torch.tensor(0.5))
     assert d.shape == x.shape and torch.isfinite(d).all()
+    torch.testing.assert_close(d, world.main(x, sigma) - world.ag_guide(x, sigma))
     with pytest.raises(ValueError, match="learned"):
         world.denoiser("ag", learned=False)
     with pytest.raises(ValueError, match="`guidance`"):

@@ -30,7 +30,8 @@ EMBEDDED = [n for n in list_tableaux() if get_tableau(n).is_embedded and get_tab
 def test_error_follows_tolerance(name, controller):
     errs = []
     for tol in (1e-4, 1e-7):
-        sol = solve_adaptive(linear, X0, (0.0, 3.0), name, rtol=tol, atol=tol, controller=controller)
+        sol = solve_adaptive(linear, X0, (0.0, 3.0), name, rtol=tol, atol=tol,
+                             controller=controller)
         errs.append(float((sol.x[-1] - exact(3.0)).abs().max()))
         # Global error stays within a modest multiple of the tolerance.
         assert errs[-1] < 50 * tol
@@ -54,7 +55,8 @@ def test_bookkeeping_and_trajectory():
 
 def test_t_eval_is_hit_exactly_and_backwards_works():
     t_eval = [2.0, 1.5, 0.7, 0.0]
-    sol = solve_adaptive(linear, exact(2.0), (2.0, 0.0), "tsit5", rtol=1e-9, atol=1e-11, t_eval=t_eval)
+    sol = solve_adaptive(linear, exact(2.0), (2.0, 0.0), "tsit5", rtol=1e-9, atol=1e-11,
+                         t_eval=t_eval)
     np.testing.assert_array_equal(sol.t.numpy(), t_eval)
     for t, x in zip(t_eval, sol.x):
         torch.testing.assert_close(x, exact(t), rtol=1e-6, atol=1e-7)
@@ -62,7 +64,8 @@ def test_t_eval_is_hit_exactly_and_backwards_works():
 
 def test_stiff_problem_rejects_steps_and_stays_stable():
     stiff = torch.tensor([[-1000.0, 0.0], [0.0, -1.0]], dtype=F64)
-    sol = solve_adaptive(lambda t, x: x @ stiff.T, X0, (0.0, 1.0), "dopri5", rtol=1e-4, atol=1e-6, h0=0.1)
+    sol = solve_adaptive(lambda t, x: x @ stiff.T, X0, (0.0, 1.0), "dopri5", rtol=1e-4,
+                         atol=1e-6, h0=0.1)
     assert sol.num_rejected > 0
     h = sol.trajectory.steps[5:]
     # Explicit methods are stability-limited: h·|λ| hovers near DOPRI5's 3.3 boundary.
@@ -72,7 +75,8 @@ def test_stiff_problem_rejects_steps_and_stays_stable():
 
 def test_agrees_with_torchdiffeq_dopri5():
     ours = solve_adaptive(linear, X0, (0.0, 3.0), "dopri5_shampine", rtol=1e-10, atol=1e-12)
-    theirs = torchdiffeq.odeint(linear, X0, torch.tensor([0.0, 3.0], dtype=F64), rtol=1e-10, atol=1e-12)
+    theirs = torchdiffeq.odeint(linear, X0, torch.tensor([0.0, 3.0], dtype=F64), rtol=1e-10,
+                                atol=1e-12)
     torch.testing.assert_close(ours.x[-1], theirs[-1], rtol=1e-8, atol=1e-9)
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _asymptotics import linear_order_is_measurable
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,7 +34,8 @@ class ForcedLinear:
         self.At = torch.tensor(self.A, dtype=F64)
 
     def f(self, t, x):
-        forcing = np.real(self.u[None, :] * np.exp(1j * self.w * np.atleast_1d(t.detach().numpy()))[:, None])
+        phase = np.exp(1j * self.w * np.atleast_1d(t.detach().numpy()))
+        forcing = np.real(self.u[None, :] * phase[:, None])
         return x @ self.At.T + torch.tensor(forcing, dtype=x.dtype)
 
     def particular(self, t):
@@ -94,6 +96,9 @@ def _methods():
 @pytest.mark.parametrize("tab", _methods())
 def test_convergence_order_on_linear_problem(tab):
     span = (0.0, 2.0)
+    # |λ|·T of the test problem: the forcing frequency ω = 2 dominates the spectrum (|λ| ≤ 1.6).
+    if not linear_order_is_measurable(tab, scale=2.0 * span[1], floor=1e-13):
+        pytest.skip(f"{tab.name}'s asymptotic range lies below float64 roundoff")
     exact = LINEAR.exact(*span, X0)
     assert abs(_measured_order(tab, LINEAR.f, X0, span, exact) - tab.order) <= 0.3
 
@@ -146,7 +151,33 @@ def negative_definite(draw):
     return -(q * np.array(lam)) @ q.T, x
 
 
-@given(negative_definite(), st.sampled_from(EMBEDDED))
+def _tracking_start(tab):
+    """Return (z0, leading error constant, q) for test_embedded_error_tracks_true_local_error.
+
+    The asymptotic range ends where the next term of the error expansion matters:
+    |z| ≈ |C_q| / |C_{q+1}| in the exact stability coefficients (tiny for Fehlberg 1(2),
+    whose order-1 error constant is 1/512). Steps start well inside it.
+    """
+    q = min(tab.order, tab.embedded_order)
+    low = stability_coefficients(tab, embedded=tab.embedded_order < tab.order)
+    low = np.array([float(v) for v in low] + [0] * 3)
+    exp = np.array([1 / math.factorial(k) for k in range(len(low))])
+    lead = abs(exp[q + 1] - low[q + 1])
+    return min(0.4, 0.2 * lead / max(abs(exp[q + 2] - low[q + 2]), 1e-300)), lead, q
+
+
+#: Pairs whose lower-order local error at the smallest step, z0/8, stays above float64 roundoff
+#: (1e-14 on O(1) states). RK8(7)13M's order-7 error there is ~5e-19: its asymptotic range
+#: lies below roundoff (the next-lowest, DOP853, sits at 2e-13).
+def _trackable(name):
+    z0, lead, q = _tracking_start(get_tableau(name))
+    return lead * (z0 / 8) ** (q + 1) >= 1e-14
+
+
+TRACKABLE = [n for n in EMBEDDED if _trackable(n)]
+
+
+@given(negative_definite(), st.sampled_from(TRACKABLE))
 def test_embedded_error_tracks_true_local_error(system, name):
     """As h → 0, (x − x̂) equals the local error of the lower-order solution to leading
     order: their relative gap shrinks like O(h)."""
@@ -157,13 +188,7 @@ def test_embedded_error_tracks_true_local_error(system, name):
     low_is_embedded = tab.embedded_order < tab.order
     Jt, xt = torch.tensor(J, dtype=F64), torch.tensor(x, dtype=F64)
     gaps = []
-    # The asymptotic range ends where the next term of the error expansion matters:
-    # |z| ≈ |C_q| / |C_{q+1}| in the exact stability coefficients (tiny for Fehlberg
-    # 1(2), whose order-1 error constant is 1/512). Steps start well inside it.
-    q = min(tab.order, tab.embedded_order)
-    low = np.array([float(v) for v in stability_coefficients(tab, embedded=low_is_embedded)] + [0] * 3)
-    exp = np.array([1 / math.factorial(k) for k in range(len(low))])
-    z0 = min(0.4, 0.2 * abs(exp[q + 1] - low[q + 1]) / max(abs(exp[q + 2] - low[q + 2]), 1e-300))
+    z0, _, _ = _tracking_start(tab)
     for z in z0 / 2.0 ** np.arange(4):
         h = z / np.abs(np.linalg.eigvalsh(J)).max()
         step = rk_step(lambda t, y: y @ Jt.T, 0.0, xt, h, tab)
@@ -273,7 +298,8 @@ def test_error_equals_difference_of_solutions():
         (dict(h=0.0), ValueError, "`h` must be nonzero"),
         (dict(h=float("inf")), ValueError, "`h` contains NaN or Inf"),
         (dict(t=torch.zeros(3)), ValueError, "`t` must be a scalar or have shape"),
-        (dict(f=lambda t, x: x[:, :1]), ValueError, "`f` must return a tensor of the state's shape"),
+        (dict(f=lambda t, x: x[:, :1]), ValueError,
+         "`f` must return a tensor of the state's shape"),
         (dict(x=[[1.0, 2.0]]), TypeError, "`x` must be a torch.Tensor"),
         (dict(x=torch.ones(2, dtype=torch.int64)), TypeError, "floating dtype"),
         (dict(k1=torch.zeros(1, 2)), ValueError, "`k1` must have the state's shape"),
@@ -293,10 +319,10 @@ def test_solve_fixed_records_the_trajectory():
     x0 = torch.randn(3, 2, dtype=F64)
     grid = torch.linspace(0, 1, 6, dtype=F64)
     traj = solve_fixed(_nonlinear, x0, grid, "heun_euler", record_stages=True)
-    assert isinstance(traj, stiffkit.Trajectory)
+    assert torch.equal(traj.times, grid)
     assert traj.states.shape == (6, 3, 2) and traj.drifts.shape == (5, 3, 2)
     assert traj.embedded.shape == (5, 3, 2) and traj.stage_k.shape == (5, 2, 3, 2)
-    assert traj.nfe == 10 and traj.tableau == "heun_euler"
+    assert traj.nfe == 10 and traj.tableau.name == "heun_euler"
     h = grid[1] - grid[0]
     # Heun/Euler: the paired point is the Euler point x_n + h f(x_n) = x̂_{n+1}.
     torch.testing.assert_close(traj.pair_states, traj.states[:-1] + h * traj.drifts)
@@ -320,7 +346,8 @@ def test_solve_fixed_rejects_bad_grids(grid):
 
 
 def test_solve_fixed_reports_where_an_unstable_solution_blew_up():
-    """Euler at h·|λ| = 100 (far outside its interval [-2, 0]) overflows; the error names the point."""
+    """Euler at h·|λ| = 100 (far outside its interval [-2, 0]) overflows; the error names the
+    point."""
     x0 = torch.ones(3, 1, dtype=torch.float64)
     t = torch.linspace(0.0, 40.0, 401, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"became NaN or Inf at grid point \d+ .*stability region"):

@@ -9,7 +9,6 @@ the drift ``f = σ (S + σ²)⁻¹ (x − μ)`` has the diagonal Jacobian ``λ_k
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -172,4 +171,3 @@ def test_toy_alignment_models_and_columns(one_thread):
     assert first["learned"] == first["exact"]
     with pytest.raises(ValueError, match="models"):
         toy_alignment(world, [0], 4, models=["bogus"])
-    assert isinstance(df, pd.DataFrame)

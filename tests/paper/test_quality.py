@@ -81,7 +81,16 @@ def test_run_method_counts_gates_and_reduces_to_heun(world):
     assert math.isnan(heun.gate_rate) and never.gate_rate == 0.0 and always.gate_rate == 1.0
     assert torch.equal(never.samples, heun.samples)
     assert not torch.equal(always.samples, heun.samples)
-    assert heun.rho_median > 0 and heun.seconds > 0
+    assert heun.rho_median > 0
+
+
+def test_run_method_times_the_sampler_alone(world, monkeypatch):
+    import stiffkit.paper.quality as quality
+
+    ticks = iter([10.0, 11.5])  # a fake clock: the sampler "takes" exactly 1.5 s
+    monkeypatch.setattr(quality.time, "perf_counter", lambda: next(ticks))
+    run = run_method(world, Method("Heun"), world.initial_state(range(4)), N_STEPS)
+    assert run.seconds == 1.5
 
 
 def test_compare_rows_costs_and_floors(frame):
@@ -118,7 +127,8 @@ def test_compare_endpoint_error_is_against_the_same_odes_converged_solve(world, 
 def test_compare_is_reproducible_and_seeded(world, frame):
     plan = [(N_STEPS, Method("Heun"))]
     cols = ["endpoint_error_mean", "sw", "nll_mean", "recall"]
-    kw = dict(num_samples=N_SAMPLES, num_bootstrap=20, include_exact=False, reference_steps=REF_STEPS)
+    kw = dict(num_samples=N_SAMPLES, num_bootstrap=20, include_exact=False,
+              reference_steps=REF_STEPS)
     again = compare(world, plan, seed=3, **kw)
     np.testing.assert_array_equal(again[cols].to_numpy(), frame.loc[[0], cols].to_numpy())
     other = compare(world, plan, seed=4, **kw)
@@ -126,10 +136,29 @@ def test_compare_is_reproducible_and_seeded(world, frame):
     assert len(again) == 1 and "sw_floor" in again and np.isnan(again["sw_floor"]).all()
 
 
-def test_time_methods_returns_one_positive_minimum_per_entry(world):
+def test_time_methods_returns_the_per_entry_minimum_after_a_warm_up(world, monkeypatch):
+    import stiffkit.paper.quality as quality
+
     plan = [(N_STEPS, Method("Heun")), (N_STEPS, Method("ERK", w_stiff=0.5))]
-    seconds = time_methods(world, plan, num_samples=16, repeats=2)
-    assert len(seconds) == 2 and all(0 < s < 60 for s in seconds)
+    script = iter([9.0,  # warm-up of the one (guidance, oracle) pair: not timed
+                   3.0, 5.0,  # round 1: Heun, ERK
+                   2.0, 7.0,  # round 2
+                   4.0, 6.0])  # round 3
+    calls = []
+
+    class _Timed:
+        def __init__(self, seconds):
+            self.seconds = seconds
+
+    def fake_run(world, method, x_init, num_steps):
+        calls.append((method.label, len(x_init)))
+        return _Timed(next(script))
+
+    monkeypatch.setattr(quality, "run_method", fake_run)
+    seconds = time_methods(world, plan, num_samples=16, repeats=3)
+    assert seconds == [2.0, 5.0]
+    assert calls[0] == ("Heun", 2)  # the warm-up runs on two samples
+    assert calls[1:] == [("Heun", 16), ("ERK", 16)] * 3
     with pytest.raises(ValueError, match="repeats"):
         time_methods(world, plan, num_samples=16, repeats=0)
 

@@ -86,7 +86,8 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    (dict(order=5), "`order` = 5 is not satisfied by `b`: the order conditions hold only up to order 4"),
+    (dict(order=5),
+     "`order` = 5 is not satisfied by `b`: the order conditions hold only up to order 4"),
     (dict(b_hat=["1/6", "1/3", "1/3", "1/6"], embedded_order=1), "`b_hat` must differ"),
 ])
 def test_a_declared_order_the_coefficients_do_not_satisfy_is_refused(changes, message):

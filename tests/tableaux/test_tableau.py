@@ -7,7 +7,13 @@ import pytest
 import torch
 
 import stiffkit
-from stiffkit.tableaux import ButcherTableau, get_tableau, list_tableaux
+from stiffkit.tableaux import (
+    ButcherTableau,
+    computed_order,
+    get_tableau,
+    list_tableaux,
+    order_condition_residuals,
+)
 
 ALL = list_tableaux()
 EMBEDDED = [n for n in ALL if get_tableau(n).is_embedded]
@@ -18,7 +24,8 @@ REQUIRED = [
 ]
 
 # Which methods are FSAL, from the literature (not from the coefficients).
-KNOWN_FSAL = {"bogacki_shampine", "dopri5", "dopri5_shampine", "tsit5", "dop853"}
+#: (dopri8 is RK8(7)13M with the FSAL evaluation appended, as torchdiffeq runs it.)
+KNOWN_FSAL = {"bogacki_shampine", "dopri5", "dopri5_shampine", "tsit5", "dop853", "dopri8"}
 
 
 def test_catalogue_contains_required_methods():
@@ -27,19 +34,44 @@ def test_catalogue_contains_required_methods():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_validation_holds_and_arrays_are_consistent(name):
+def test_arrays_are_the_rounded_exact_coefficients(name):
+    # Consistency itself (row sums, weights summing to 1, explicitness) is checked when a
+    # tableau is built; see test_malformed_tableau_raises_naming_the_condition.
     tab = get_tableau(name)
     arr = tab.numpy()
     s = tab.num_stages
     assert arr["A"].shape == (s, s) and arr["b"].shape == (s,) and arr["c"].shape == (s,)
-    assert np.all(np.triu(arr["A"]) == 0)
-    np.testing.assert_allclose(arr["A"].sum(1), arr["c"], atol=1e-14)
-    assert arr["b"].sum() == pytest.approx(1, abs=1e-14)
-    assert all(isinstance(v, Fraction) for v in tab.b)
+    # Each float is the correctly rounded value of the stored fraction.
+    np.testing.assert_array_equal(arr["A"], [[float(v) for v in row] for row in tab.A])
+    np.testing.assert_array_equal(arr["b"], [float(v) for v in tab.b])
+    np.testing.assert_array_equal(arr["c"], [float(v) for v in tab.c])
+    if tab.is_embedded:
+        np.testing.assert_array_equal(arr["b_hat"], [float(v) for v in tab.b_hat])
+        np.testing.assert_array_equal(arr["error_weights"], [float(v) for v in tab.error_weights])
     with pytest.raises(ValueError):
         arr["A"][0, 0] = 1.0  # read-only views
     tt = tab.torch(torch.float32)
     assert tt["A"].dtype == torch.float32 and tt["A"].shape == (s, s)
+    torch.testing.assert_close(tt["b"], torch.tensor(arr["b"], dtype=torch.float32), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if get_tableau(n).exact])
+def test_exact_tableaux_satisfy_their_order_conditions_exactly(name):
+    # Rational coefficients, not their float roundings: every condition up to the order
+    # holds with residual exactly 0 (a float 1/3 would leave ~1e-17).
+    tab = get_tableau(name)
+    df = order_condition_residuals(tab, tab.order)
+    assert (df.residual == 0).all()
+
+
+def test_coefficients_are_parsed_exactly():
+    tab = ButcherTableau("parse_check", A=[[], ["1/3"]], b=[Fraction(1, 4), "0.75"],
+                         c=[0, "1/3"], order=1)
+    assert tab.A[1][0] == Fraction(1, 3) and tab.c[1] == Fraction(1, 3)
+    assert tab.b == (Fraction(1, 4), Fraction(3, 4))
+    # A binary float is taken at its exact value, not at the decimal it was typed as.
+    tab = ButcherTableau("float_check", A=[[], [0.1]], b=[0, 1], c=[0, 0.1], order=1)
+    assert tab.c[1] == Fraction(0.1) != Fraction(1, 10)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -51,12 +83,16 @@ def test_fsal_flag_is_right(name):
 
 
 @pytest.mark.parametrize("name", EMBEDDED)
-def test_embedded_error_weights_nonzero(name):
+def test_error_weights_and_the_embedded_method(name):
+    # That b̂ differs from b and sums to 1 is checked on construction (see below).
     tab = get_tableau(name)
-    e = np.array([float(v) for v in tab.error_weights])
-    assert np.abs(e).max() > 1e-6
-    assert abs(e.sum()) < 1e-13  # b and b̂ both sum to one
-    assert tab.embedded().order == tab.embedded_order
+    assert tab.error_weights == tuple(b - bh for b, bh in zip(tab.b, tab.b_hat, strict=True))
+    emb = tab.embedded()
+    assert emb.name == f"{name}[embedded]" and not emb.is_embedded
+    assert emb.A == tab.A and emb.c == tab.c and emb.b == tab.b_hat and emb.tol == tab.tol
+    assert emb.order == tab.embedded_order == computed_order(emb)
+    with pytest.raises(ValueError, match="no embedded weights"):
+        get_tableau("rk4").embedded()
 
 
 def test_aliases_and_unknown_name():
@@ -72,7 +108,15 @@ def test_tableau_is_immutable():
     tab = get_tableau("rk4")
     with pytest.raises(AttributeError):
         tab.order = 5
-    assert isinstance(tab.A, tuple) and isinstance(tab.A[0], tuple)
+    with pytest.raises(TypeError):
+        tab.A[1] = (0, 0, 0, 0)
+    with pytest.raises(TypeError):
+        tab.b[0] = 0
+    # The input lists are copied: changing them afterwards does not reach the tableau.
+    A, b = [[], ["1/2"]], [0, 1]
+    mid = ButcherTableau("copy_check", A=A, b=b, c=[0, "1/2"], order=2)
+    A[1][0], b[0] = "1/3", 5
+    assert mid.A[1][0] == Fraction(1, 2) and mid.b == (0, 1)
 
 
 # --------------------------------------------------------------- malformed input
