@@ -147,14 +147,22 @@ def check_output(y: Any, x: Tensor, name: str = "f", *, same_dtype: bool = False
     return y
 
 
-def secant_ratio(df: Tensor, dx: Tensor, eps: float) -> Tensor:
+def secant_ratio(df: Tensor, dx: Tensor, eps: float, *, norm_df: Tensor | None = None) -> Tensor:
     """Return ``‖df‖ / (‖dx‖ + eps)`` per sample, ``[batch, *dims] -> [batch]`` (no checks).
 
     The kernel of every two-point stiffness estimate (Proposition 1's ρ̂, Hairer's stage
     pair, ERK-Guid's ρ̂); the public, validating form is
-    :func:`stiffkit.estimators.pair_stiffness`.
+    :func:`stiffkit.estimators.pair_stiffness`. With ``eps = 0`` the denominator is clamped
+    to the dtype's smallest normal number, so identical points give 0, never NaN (in float32
+    too, where :data:`TINY` would underflow). Pass `norm_df` (``‖df‖``,
+    ``[batch]``) when the caller has it already, to save a pass over `df`.
     """
-    return flat_norm(df) / (flat_norm(dx) + eps)
+    if norm_df is None:
+        norm_df = flat_norm(df)
+    denom = flat_norm(dx) + eps
+    if eps == 0:
+        denom = denom.clamp_min(torch.finfo(denom.dtype).tiny)
+    return norm_df / denom
 
 
 def progress(iterable, *, enabled: bool, desc: str, unit: str = "it", total: int | None = None):

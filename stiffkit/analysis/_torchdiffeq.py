@@ -25,8 +25,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from stiffkit._utils import secant_ratio
 from stiffkit.analysis.rule import DOPRI5_THRESHOLD, DOPRI8_THRESHOLD
-from stiffkit.estimators.pair import guarded_secant_ratio, stage_pair
+from stiffkit.estimators.pair import stage_pair
 from stiffkit.tableaux import ButcherTableau, get_tableau
 from stiffkit.tableaux.stability import real_stability_interval
 
@@ -225,7 +226,7 @@ class Tracker:
         i, j = self.spec.pair
         # `stages` holds the last evaluations of the attempt, i.e. stages … s − 1 (0-based).
         pi, pj = stages[i - s], stages[j - s]
-        rho = guarded_secant_ratio(flat(pj.k) - flat(pi.k), flat(pj.g) - flat(pi.g), eps)
+        rho = secant_ratio(flat(pj.k) - flat(pi.k), flat(pj.g) - flat(pi.g), eps)
         if rec.direction == 0:
             # Callbacks get the user's t0 but torchdiffeq's positive dt; the time of the last
             # stage (t0 ± dt) tells whether time runs backwards.

@@ -215,14 +215,14 @@ def erk_guid_correction(
     """
     if (rho is None or v is None) and (dx is None or df is None):
         raise ValueError("Give the pair differences `dx` and `df`, or both `rho` and `v`.")
+    norm_df = flat_norm(df) if df is not None else None
     if rho is None:
-        rho = secant_ratio(df, dx, eps)
+        rho = secant_ratio(df, dx, eps, norm_df=norm_df)
     beta = (rho > w_con).to(f.dtype)
     z = (w_stiff * h * rho) ** 2
     if v is None:
         # v̂ = df / (‖df‖ + ε), kept implicit: delta = c·df with c = sign·h·β·z·⟨df, f⟩/(‖df‖ + ε)².
         # Same values as forming v̂, with two fewer full-size passes (the sampler's hot loop).
-        norm_df = flat_norm(df)
         coef = sign * h * beta * z * flat_dot(df, f) / (norm_df + eps) ** 2  # [batch]
         delta = broadcast_per_sample(coef, df) * df
         return ErkCorrection(delta, rho, beta, coef.abs() * norm_df)

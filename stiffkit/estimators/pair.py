@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import (
-    TINY,
     broadcast_per_sample,
     check_finite,
     check_same_shape,
@@ -72,20 +71,7 @@ def pair_stiffness(
     _check_pair(x_a, f_a, x_b, f_b)
     if not eps >= 0:
         raise ValueError("`eps` must be non-negative.")
-    return guarded_secant_ratio(f_a - f_b, x_a - x_b, eps)
-
-
-def guarded_secant_ratio(df: Tensor, dx: Tensor, eps: float) -> Tensor:
-    """Return ``‖df‖ / (‖dx‖ + eps)`` per sample, ``[batch, *dims] -> [batch]`` (no checks).
-
-    :func:`stiffkit._utils.secant_ratio`, except that with ``eps = 0`` the denominator is
-    clamped to a tiny positive number, so identical points give 0 instead of NaN. The
-    kernel of :func:`pair_stiffness` and of the torchdiffeq monitor (which must not sync
-    the device for input checks on every step).
-    """
-    if eps == 0:
-        return flat_norm(df) / flat_norm(dx).clamp_min(TINY)
-    return secant_ratio(df, dx, eps)
+    return secant_ratio(f_a - f_b, x_a - x_b, eps)
 
 
 def pair_directions(

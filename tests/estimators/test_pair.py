@@ -16,7 +16,6 @@ from stiffkit import (
 )
 from stiffkit._utils import flat_cosine, flat_norm, secant_ratio
 from stiffkit.estimators import PAIR_EPS, embedded_stiffness, pair_directions
-from stiffkit.estimators.pair import guarded_secant_ratio
 from stiffkit.problems import jordan_like_linear, symmetric_linear
 
 F64 = torch.float64
@@ -99,10 +98,13 @@ def test_pair_stiffness_is_the_shared_secant_ratio():
     for eps in (PAIR_EPS, 1e-3):
         expected = secant_ratio(g - f, y - x, eps)
         assert torch.equal(pair_stiffness(y, g, x, f, eps=eps), expected)
-        assert torch.equal(guarded_secant_ratio(g - f, y - x, eps), expected)
+        assert torch.equal(secant_ratio(g - f, y - x, eps, norm_df=flat_norm(g - f)), expected)
     # eps = 0: the denominator is clamped instead, so identical points still give 0.
     assert torch.equal(pair_stiffness(x, f, x, f, eps=0.0), torch.zeros(4, dtype=F64))
     assert torch.equal(pair_stiffness(y, g, x, f, eps=0.0), flat_norm(g - f) / flat_norm(y - x))
+    for dtype in (torch.float32, F64):  # the docstring's promise holds in float32 too
+        z = torch.zeros(3, 2, dtype=dtype)
+        assert torch.equal(secant_ratio(z, z, 0.0), torch.zeros(3, dtype=dtype))
 
 
 def test_drift_difference_aligns_better_than_solution_difference():
