@@ -26,6 +26,7 @@ __all__ = [
     "check_int",
     "check_output",
     "check_batch",
+    "as_per_sample",
     "secant_ratio",
     "progress",
 ]
@@ -111,6 +112,62 @@ def check_int(n: Any, name: str, minimum: int = 1) -> int:
             minimum, f"an integer >= {minimum}")
         raise ValueError(f"`{name}` must be {what}, got {n!r}.")
     return int(n)
+
+
+def as_per_sample(
+    value: Any,
+    name: str,
+    *,
+    batch: int,
+    dtype: torch.dtype,
+    device: torch.device | str | None = None,
+    check: bool = True,
+    bound: str | None = None,
+) -> Tensor:
+    """Return a scalar or per-sample quantity (a time, a step, a noise level) as a tensor.
+
+    The one coercion of ``t``, ``h`` and ``σ`` arguments: `value` becomes a tensor of `dtype`
+    on `device`, shape ``[]`` (one value for the batch) or ``[batch]`` (one per sample).
+
+    Parameters
+    ----------
+    value : float or Tensor, [] or [batch]
+    name : str
+        The argument's name in error messages.
+    batch : int
+        Batch size a per-sample `value` must have.
+    dtype, device
+        Of the result (not copied when `value` already has them).
+    check : bool
+        Validate shape and values; off on hot paths whose values were validated before (a
+        check synchronises the device).
+    bound : {None, "non-negative", "positive"}
+        With `check`: besides finiteness, require ``>= 0`` or ``> 0``.
+
+    Returns
+    -------
+    Tensor, [] or [batch]
+
+    Raises
+    ------
+    ValueError
+        With `check`: another shape, NaN/Inf, or a value outside `bound`.
+    """
+    out = torch.as_tensor(value, dtype=dtype, device=device)
+    if not check:
+        return out
+    if out.ndim > 1 or (out.ndim == 1 and out.shape[0] != batch):
+        raise ValueError(
+            f"`{name}` must be a scalar or have shape [batch] = [{batch}], got {tuple(out.shape)}."
+        )
+    finite = bool(torch.isfinite(out).all())
+    if bound == "positive" and not (finite and bool((out > 0).all())):
+        raise ValueError(f"`{name}` must be positive and finite.")
+    if bound == "non-negative" and not (finite and bool((out >= 0).all())):
+        raise ValueError(f"`{name}` must be non-negative and finite.")
+    if not finite:
+        raise ValueError(f"`{name}` contains NaN or Inf.")
+    return out
 
 
 def check_batch(x: Tensor, name: str) -> Tensor:

@@ -72,7 +72,8 @@ def analyze(
         whenever ``trajectory.f`` is known). Steps ending at σ = 0 of a diffusion
         trajectory are skipped (the drift is singular there).
     lte_method : {"dopri5", "rk4", "exact"}
-        Reference of the LTE (:func:`stiffkit.estimators.lte.reference_step`); "exact" needs `matrix`.
+        Reference of the LTE (:func:`stiffkit.estimators.lte.reference_step`); "exact" needs
+        `matrix`.
     matrix : array, optional
         The matrix of an autonomous linear drift, for exact LTEs.
     steps, samples : optional
@@ -103,12 +104,15 @@ def analyze(
         ``stability_boundaries``): the indicator would be a silent NaN.
     """
     if not isinstance(trajectory, Trajectory):
-        raise TypeError(f"`trajectory` must be a stiffkit.Trajectory, got {type(trajectory).__name__}.")
+        raise TypeError(
+            f"`trajectory` must be a stiffkit.Trajectory, got {type(trajectory).__name__}.")
     f = trajectory.f
     if reference not in (None, "auto", "dense", "power", "arpack"):
-        raise ValueError(f"`reference` must be 'auto', 'dense', 'power', 'arpack' or None, got {reference!r}.")
+        raise ValueError("`reference` must be 'auto', 'dense', 'power', 'arpack' or None, "
+                         f"got {reference!r}.")
     if reference is not None and f is None:
-        raise ValueError("`reference` needs the drift: the trajectory has no `f` (pass reference=None).")
+        raise ValueError(
+            "`reference` needs the drift: the trajectory has no `f` (pass reference=None).")
     if lte is None:
         lte = f is not None
     if lte and f is None:

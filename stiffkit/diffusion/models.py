@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_int, check_tensor
+from stiffkit._utils import as_per_sample, check_finite, check_int, check_tensor
 from stiffkit.io import atomic_write
 
 __all__ = [
@@ -212,12 +212,8 @@ class EnergyDenoiser(torch.nn.Module):
             raise ValueError(f"`x` must have shape [batch, {self.dim}], got {tuple(x.shape)}.")
         check_finite(x, "x")
         dtype = self.gain.dtype
-        s = torch.as_tensor(sigma, dtype=dtype, device=x.device)
-        if s.ndim > 1 or (s.ndim == 1 and s.shape[0] != x.shape[0]):
-            raise ValueError(f"`sigma` must be a scalar or have shape [{x.shape[0]}], "
-                             f"got {tuple(s.shape)}.")
-        if not bool((torch.isfinite(s) & (s > 0)).all()):
-            raise ValueError("`sigma` must be positive and finite.")
+        s = as_per_sample(sigma, "sigma", batch=x.shape[0], dtype=dtype, device=x.device,
+                          bound="positive")
         return x.to(dtype), s.reshape(-1, 1)
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_int
+from stiffkit._utils import as_per_sample, check_int
 
 __all__ = [
     "edm_sigmas",
@@ -148,17 +148,6 @@ def as_sigma(
         With `check`: a shape other than ``[]`` / ``[batch]``, NaN/Inf, negative values (or
         zero, with `positive`).
     """
-    s = torch.as_tensor(sigma, dtype=like.dtype if dtype is None else dtype, device=like.device)
-    if not check:
-        return s
-    batch = like.shape[0] if like.ndim else 1
-    if s.ndim > 1 or (s.ndim == 1 and s.shape[0] != batch):
-        raise ValueError(
-            f"`{name}` must be a scalar or have shape [batch] = [{batch}], got {tuple(s.shape)}."
-        )
-    finite = bool(torch.isfinite(s).all())
-    if positive and not (finite and bool((s > 0).all())):
-        raise ValueError(f"`{name}` must be positive and finite.")
-    if not (finite and bool((s >= 0).all())):
-        raise ValueError(f"`{name}` must be non-negative and finite.")
-    return s
+    return as_per_sample(sigma, name, batch=like.shape[0] if like.ndim else 1,
+                         dtype=like.dtype if dtype is None else dtype, device=like.device,
+                         check=check, bound="positive" if positive else "non-negative")

@@ -70,7 +70,8 @@ def error_norm(error: Tensor, x0: Tensor, x1: Tensor, rtol: float, atol: float) 
 
 
 def initial_step(
-    f: Drift, t0: Tensor, x0: Tensor, f0: Tensor, direction: float, order: int, rtol: float, atol: float
+    f: Drift, t0: Tensor, x0: Tensor, f0: Tensor, direction: float, order: int, rtol: float,
+    atol: float,
 ) -> float:
     """Hairer's starting step size [HNW II.4, p. 169]; costs one evaluation of `f`."""
     scale = atol + rtol * x0.abs()
@@ -215,7 +216,8 @@ def solve_adaptive(
         nfe += step.num_evals
         err = error_norm(step.error, x, step.x, rtol, atol)
         if aux_w is not None:
-            e3 = error_norm(_combine(torch.zeros_like(x), step.h, aux_w, step.k), x, step.x, rtol, atol)
+            aux_error = _combine(torch.zeros_like(x), step.h, aux_w, step.k)
+            e3 = error_norm(aux_error, x, step.x, rtol, atol)
             denom = torch.sqrt(err**2 + 0.01 * e3**2)
             err = torch.where(denom > 0, err**2 / denom.clamp_min(1e-300), err)
         err_max = float(err.max())

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from stiffkit._utils import broadcast_per_sample, check_finite, check_tensor
+from stiffkit._utils import (
+    as_per_sample,
+    broadcast_per_sample,
+    check_finite,
+    check_output,
+    check_tensor,
+)
 from stiffkit.integrate.trajectory import Trajectory
 from stiffkit.tableaux import ButcherTableau, get_tableau
 
 __all__ = ["RKStep", "rk_step", "solve_fixed", "pair_stage_index"]
 
 Drift = Callable[[Tensor, Tensor], Tensor]
-TimeLike = Union[float, Tensor]
+TimeLike = float | Tensor
 
 
 class RKStep(NamedTuple):
@@ -58,18 +64,6 @@ class RKStep(NamedTuple):
     num_evals: int
 
 
-def _as_time(value: TimeLike, name: str, x: Tensor) -> Tensor:
-    """Convert a scalar or per-sample time to a tensor of x's dtype/device."""
-    val = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-    if val.ndim > 1 or (val.ndim == 1 and val.shape[0] != x.shape[0]):
-        raise ValueError(
-            f"`{name}` must be a scalar or have shape [batch] = [{x.shape[0]}], "
-            f"got shape {tuple(val.shape)}."
-        )
-    check_finite(val, name)
-    return val
-
-
 def _combine(x: Tensor, h: Tensor, coeffs, ks) -> Tensor:
     """Return ``x + h Σ coeffs_j k_j``, skipping zero coefficients."""
     acc = None
@@ -98,7 +92,7 @@ class _Coefficients(NamedTuple):
     embedded_stage: int | None  # stage whose argument is x̂ (b̂ is a row of A), if any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _coefficients(tableau: ButcherTableau) -> _Coefficients:
     def floats(row):
         return tuple(float(a) for a in row)
@@ -110,12 +104,6 @@ def _coefficients(tableau: ButcherTableau) -> _Coefficients:
         e=floats(tableau.error_weights) if tableau.b_hat is not None else None,
         embedded_stage=_embedded_stage(tableau),
     )
-
-
-def _check_drift_output(k: Tensor, x: Tensor) -> None:
-    if not isinstance(k, Tensor) or k.shape != x.shape:
-        shape = tuple(k.shape) if isinstance(k, Tensor) else type(k).__name__
-        raise ValueError(f"`f` must return a tensor of the state's shape {tuple(x.shape)}, got {shape}.")
 
 
 def rk_step(
@@ -161,8 +149,8 @@ def rk_step(
     tableau = get_tableau(tableau)
     check_tensor(x, "x")
     check_finite(x, "x")
-    t_ = _as_time(t, "t", x)
-    h_ = _as_time(h, "h", x)
+    t_ = as_per_sample(t, "t", batch=x.shape[0], dtype=x.dtype, device=x.device)
+    h_ = as_per_sample(h, "h", batch=x.shape[0], dtype=x.dtype, device=x.device)
     if bool((h_ == 0).any()):
         raise ValueError("`h` must be nonzero.")
     if k1 is not None:
@@ -189,7 +177,7 @@ def _step(f: Drift, t: Tensor, x: Tensor, h: Tensor, tableau: ButcherTableau,
         else:
             k = f(t + ci * h if ci else t, g)
             num_evals += 1
-            _check_drift_output(k, x)
+            check_output(k, x)
         gs.append(g)
         ks.append(k)
 
@@ -209,13 +197,13 @@ def _step(f: Drift, t: Tensor, x: Tensor, h: Tensor, tableau: ButcherTableau,
     return RKStep(x_new, x_hat, error, tuple(ks), tuple(gs), t, h, num_evals)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _b_hat_floats(tableau: ButcherTableau) -> tuple[float, ...]:
     """The embedded weights as floats (cached)."""
     return tuple(float(a) for a in tableau.b_hat)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _embedded_stage(tableau: ButcherTableau) -> int | None:
     """Index i with A[i] = b̂ exactly (then x̂ = g_i), or None."""
     if tableau.b_hat is None:
@@ -280,7 +268,8 @@ def solve_fixed(
     check_finite(x0, "x0")
     grid = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
     if grid.ndim != 1 or grid.shape[0] < 2:
-        raise ValueError(f"`t` must be a 1-D grid with at least 2 points, got shape {tuple(grid.shape)}.")
+        raise ValueError(
+            f"`t` must be a 1-D grid with at least 2 points, got shape {tuple(grid.shape)}.")
     check_finite(grid, "t")
     d = grid[1:] - grid[:-1]
     if not (bool((d > 0).all()) or bool((d < 0).all())):

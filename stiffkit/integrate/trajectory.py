@@ -79,9 +79,9 @@ class Trajectory:
     time_name: str = "t"
 
     def __post_init__(self) -> None:
-        n = self.times.shape[0] - 1
-        if self.times.ndim != 1 or n < 0:
+        if self.times.ndim != 1 or self.times.shape[0] < 1:
             raise ValueError(f"`times` must be 1-D, got shape {tuple(self.times.shape)}.")
+        n = self.times.shape[0] - 1
         if self.states.shape[0] != n + 1:
             raise ValueError(
                 f"`states` must have {n + 1} entries along dim 0 (one per time), "

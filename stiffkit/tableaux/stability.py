@@ -86,6 +86,6 @@ def real_stability_interval(tableau: ButcherTableau | str, embedded: bool = Fals
             target = 1.0 if R(probe) > 0 else -1.0
             lo, hi = x - 1e-4 * max(1.0, abs(x)), min(x + 1e-4 * max(1.0, abs(x)), -1e-12)
             if (R(lo) - target) * (R(hi) - target) < 0:
-                x = brentq(lambda y: R(y) - target, lo, hi, xtol=1e-15, rtol=1e-15)
+                x = brentq(lambda y, level=target: R(y) - level, lo, hi, xtol=1e-15, rtol=1e-15)
             return float(-x)
     return float("inf")  # pragma: no cover - an explicit method's |R| always grows

@@ -47,7 +47,8 @@ def tableau_summary(names: Sequence[str] | None = None) -> pd.DataFrame:
                 order=tab.order,
                 computed_order=computed_order(tab),
                 embedded_order=tab.embedded_order,
-                computed_embedded_order=computed_order(tab, embedded=True) if tab.is_embedded else None,
+                computed_embedded_order=(
+                    computed_order(tab, embedded=True) if tab.is_embedded else None),
                 fsal=tab.fsal,
                 evals_per_step=tab.evals_per_step,
                 stability_interval=real_stability_interval(tab),

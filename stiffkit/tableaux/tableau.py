@@ -16,7 +16,6 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Union
 
 import numpy as np
 import torch
@@ -26,7 +25,7 @@ from stiffkit.tableaux.trees import satisfied_order
 
 __all__ = ["ButcherTableau"]
 
-Number = Union[int, str, Fraction]
+Number = int | str | Fraction
 Vector = tuple[Fraction, ...]
 Matrix = tuple[Vector, ...]
 
@@ -278,4 +277,5 @@ class ButcherTableau:
     def __repr__(self) -> str:
         emb = f"({self.embedded_order})" if self.is_embedded else ""
         fsal = ", FSAL" if self.fsal else ""
-        return f"ButcherTableau({self.name!r}, order {self.order}{emb}, {self.num_stages} stages{fsal})"
+        return (f"ButcherTableau({self.name!r}, order {self.order}{emb}, "
+                f"{self.num_stages} stages{fsal})")

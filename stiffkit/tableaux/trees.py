@@ -45,13 +45,13 @@ def _sort_key(tree: Tree):
     return (tree_order(tree), repr(tree))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tree_order(tree: Tree) -> int:
     """Return the number of nodes ``|t|``."""
     return 1 + sum(tree_order(child) for child in tree)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tree_density(tree: Tree) -> int:
     """Return the density ``γ(t)``."""
     out = tree_order(tree)
@@ -70,7 +70,7 @@ def _grow(tree: Tree) -> set[Tree]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rooted_trees(order: int) -> tuple[Tree, ...]:
     """Return all rooted trees with exactly `order` nodes (canonical, sorted).
 
@@ -96,12 +96,13 @@ def stage_vectors(A: Matrix):
     """Return a memoised ``u(t)``, the stage vector of tree t for the coefficients `A` (exact)."""
     s = len(A)
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def u(tree: Tree) -> tuple[Fraction, ...]:
         vec = [Fraction(1)] * s
         for child in tree:
             uc = u(child)
-            Au = [sum((A[i][j] * uc[j] for j in range(i) if A[i][j]), Fraction(0)) for i in range(s)]
+            Au = [sum((A[i][j] * uc[j] for j in range(i) if A[i][j]), Fraction(0))
+                  for i in range(s)]
             vec = [v * w for v, w in zip(vec, Au)]
         return tuple(vec)
 

@@ -73,8 +73,6 @@ def test_inconsistent_parts_raise_naming_the_field(change, message):
         Trajectory(**{**_parts(), **change})
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="a 0-d `times` fails on `times.shape[0]` before the 1-D check")
 def test_scalar_times_raise_value_error():
     with pytest.raises(ValueError, match="`times` must be 1-D"):
         Trajectory(**{**_parts(), "times": torch.tensor(0.0, dtype=F64)})

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_int, check_tensor
+from stiffkit._utils import as_per_sample, check_finite, check_int, check_tensor
 from stiffkit.diffusion.mixtures._terms import _Terms
 
 __all__ = ["GaussianMixture"]
@@ -335,15 +335,6 @@ class GaussianMixture(torch.nn.Module):
 
 def _sigma_tensor(sigma: SigmaLike, batch: int, *, positive: bool, device) -> Tensor:
     """Check ``sigma`` and return it as a float64 tensor, shape ``[]`` or ``[batch]``."""
-    s = torch.as_tensor(sigma, dtype=_F64, device=device)
-    if s.ndim > 1 or (s.ndim == 1 and s.shape[0] != batch):
-        raise ValueError(
-            f"`sigma` must be a scalar or have shape [{batch}], got {tuple(s.shape)}."
-        )
-    finite = bool(torch.isfinite(s).all())
-    if positive and not (finite and bool((s > 0).all())):
-        raise ValueError("`sigma` must be positive and finite.")
-    if not (finite and bool((s >= 0).all())):
-        raise ValueError("`sigma` must be non-negative and finite.")
-    return s
+    return as_per_sample(sigma, "sigma", batch=batch, dtype=_F64, device=device,
+                         bound="positive" if positive else "non-negative")
 
