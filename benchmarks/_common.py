@@ -46,12 +46,14 @@ def parse_args(doc: str, argv: Sequence[str] | None = None, extra=None) -> argpa
     Also applies ``--threads`` (``torch.set_num_threads``) before anything is timed.
     """
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke-sized run (seconds; used by the tests)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke-sized run (seconds; used by the tests)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the .csv/.md results (default benchmarks/results, "
                              "benchmarks/results/quick with --quick)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"torch intra-op threads (default {DEFAULT_THREADS}; see benchmarks/README.md)")
+                        help=f"torch intra-op threads (default {DEFAULT_THREADS}; "
+                             "see benchmarks/README.md)")
     if extra is not None:
         extra(parser)
     args = parser.parse_args(argv)
@@ -76,10 +78,12 @@ class Run:
     def header(self) -> str:
         load_end = os.getloadavg()
         wall = time.perf_counter() - self.started
-        env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES))
+        env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                       if k.startswith(ENV_PREFIXES))
         cmd = " ".join([*([env] if env else []), "python", f"benchmarks/{self.script}", *self.argv])
         return "\n".join([
-            f"Command: `{cmd}`{' (quick smoke run: tiny sizes, numbers not meaningful)' if self.quick else ''}  ",
+            f"Command: `{cmd}`"
+            f"{' (quick smoke run: tiny sizes, numbers not meaningful)' if self.quick else ''}  ",
             f"Load average (1/5/15 min) at start: {_fmt_load(self.load_start)}; at end: "
             f"{_fmt_load(load_end)} on {os.cpu_count()} cores (shared machine)  ",
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, Python "

@@ -144,14 +144,16 @@ def overhead_rows(model, denoiser, x0, steps_list, repeats, forks):
                    erk_vs_plain_medians=med["erk"] / med["plain"],
                    erk_vs_plain_min=best["erk"] / best["plain"],
                    heun_vs_plain=paired["heun"])
-        row["meets_target"] = (bool(row["erk_vs_plain"] <= TARGET_RATIO) if model == "learned" else "n/a")
+        row["meets_target"] = (bool(row["erk_vs_plain"] <= TARGET_RATIO) if model == "learned"
+                               else "n/a")
         if forks and steps == min(steps_list):  # sample_final's memory does not grow with steps
             peaks = {name: extra_peak(fn, forks) for name, fn in cands.items()}
             row.update(plain_peak_MB=peaks["plain"] / 2**20, erk_peak_MB=peaks["erk"] / 2**20,
                        erk_minus_plain_units=(peaks["erk"] - peaks["plain"]) / unit,
                        erk_minus_heun_units=(peaks["erk"] - peaks["heun"]) / unit)
         rows.append(row)
-        print(f"{model} batch {batch} steps {steps}: erk/plain {row['erk_vs_plain']:.3f}", flush=True)
+        print(f"{model} batch {batch} steps {steps}: erk/plain {row['erk_vs_plain']:.3f}",
+              flush=True)
     return rows
 
 
@@ -166,7 +168,8 @@ def split_rows(denoiser, batches, repeats, model):
         s, h = torch.tensor(1.0, dtype=x.dtype), torch.tensor(0.1, dtype=x.dtype)
 
         def correction():
-            corr = erk_guid_correction(f, h, w_stiff=1.0, w_con=0.5, dx=dx, df=df, sign=-1.0, eps=PAIR_EPS)
+            corr = erk_guid_correction(f, h, w_stiff=1.0, w_con=0.5, dx=dx, df=df, sign=-1.0,
+                                       eps=PAIR_EPS)
             return x + corr.delta, corr.delta_norm  # the add (the norm is part of corr)
 
         parts = {
@@ -179,13 +182,16 @@ def split_rows(denoiser, batches, repeats, model):
         # runs on cold caches and measured ~2.5x slower than in the loop.
         reps = {name: _loop_count(fn) for name, fn in parts.items()}
         timing = compare({name: (lambda fn=fn, k=reps[name]: [fn() for _ in range(k)])
-                          for name, fn in parts.items()}, repeats=repeats, warmup=2, baseline="eval")
+                          for name, fn in parts.items()},
+                         repeats=repeats, warmup=2, baseline="eval")
         timing["median_s"] = timing.median_s / timing.name.map(reps)
         med = dict(zip(timing.name, timing.median_s))
         row = dict(model=model, batch=batch, eval_us=1e6 * med["eval"],
-                   correction_us=1e6 * med["correction"], rho_diagnostic_us=1e6 * med["rho_diagnostic"])
+                   correction_us=1e6 * med["correction"],
+                   rho_diagnostic_us=1e6 * med["rho_diagnostic"])
         for steps in (8, 16, 32):
-            row[f"predicted_overhead_{steps}"] = (steps - 2) * med["correction"] / ((2 * steps - 1) * med["eval"])
+            row[f"predicted_overhead_{steps}"] = ((steps - 2) * med["correction"]
+                                                  / ((2 * steps - 1) * med["eval"]))
         rows.append(row)
     return rows
 
@@ -199,7 +205,8 @@ def _loop_count(fn, target_s: float = 0.02) -> int:
 
 
 def profile_hot_loop(denoiser, batch=1_000, steps=16) -> str:
-    """cProfile of ``sample_final`` with ERK-Guid (the sampler's ``_integrate``), top by own time."""
+    """cProfile of ``sample_final`` with ERK-Guid (the sampler's ``_integrate``), top by own
+    time."""
     world = toy_world()
     x0, sigmas = world.initial_state(torch.arange(batch)), world.sigmas(steps)
     w_stiff, w_con = PAPER_SETTINGS[steps]
@@ -232,7 +239,8 @@ def main(argv=None):
         split_batches, split_repeats = [256], 4
     else:
         steps = [8, 16, 32]
-        learned = [(1_000, steps, 41, 3), (4_000, steps, 21, 3), (16_000, steps, 9, 3), (64_000, steps, 3, 1)]
+        learned = [(1_000, steps, 41, 3), (4_000, steps, 21, 3), (16_000, steps, 9, 3),
+                   (64_000, steps, 3, 1)]
         exact = [(1_000, steps, 3, 1)]
         split_batches, split_repeats = [1_000, 4_000, 16_000, 64_000], 25
     if args.profile:
@@ -254,7 +262,8 @@ def _write(run, out, overhead, split) -> str:
     notes = [
         f"Target: erk/plain ≤ {TARGET_RATIO} on the learned model, zero extra denoiser "
         "evaluations, extra peak memory O(batch·dim).",
-        f"Learned-model rows meeting the time target: {len(learned) - len(misses)} of {len(learned)}; "
+        f"Learned-model rows meeting the time target: {len(learned) - len(misses)} "
+        f"of {len(learned)}; "
         f"extra NFE over all rows: {int(overhead.extra_nfe.abs().max())}.",
         "`erk_vs_plain` (the headline) is the median over timed rounds of erk time / plain time "
         "*within the round* (`erk_vs_plain_iqr`: its interquartile range), which cancels load that "
@@ -272,7 +281,8 @@ def _write(run, out, overhead, split) -> str:
     ]
     return write_results(run, out, "erk_overhead", "ERK-Guid overhead vs plain Heun (same NFE)", [
         ("", overhead, "Wall time (medians of interleaved runs), NFE counted, extra peak memory"),
-        ("split", split, "Where the time goes: one evaluation vs one correction (learned model, µs)"),
+        ("split", split,
+         "Where the time goes: one evaluation vs one correction (learned model, µs)"),
     ], notes="\n".join(f"* {n}" for n in notes))
 
 

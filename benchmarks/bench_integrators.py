@@ -70,7 +70,8 @@ def fixed_grid(batches, steps_list, repeats):
         x0 = torch.randn(batch, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
         for steps in steps_list:
             t = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-            ours, nfe_ours = _counted(lambda g: stiffkit.solve_fixed(g, x0, t, "heun_euler").states, f)
+            ours, nfe_ours = _counted(
+                lambda g: stiffkit.solve_fixed(g, x0, t, "heun_euler").states, f)
             theirs, nfe_theirs = _counted(lambda g: torchdiffeq.odeint(g, x0, t, method="heun2"), f)
             timing = compare({
                 "stiffkit": lambda: stiffkit.solve_fixed(f, x0, t, "heun_euler"),
@@ -78,10 +79,13 @@ def fixed_grid(batches, steps_list, repeats):
             }, repeats=repeats, warmup=1 if repeats > 1 else 0, baseline="torchdiffeq")
             med = dict(zip(timing.name, timing.median_s))
             ratio = float(timing.paired_ratio[timing.name == "stiffkit"].iloc[0])
-            rows.append(dict(batch=batch, steps=steps, max_abs_diff=float((ours - theirs).abs().max()),
+            rows.append(dict(batch=batch, steps=steps,
+                             max_abs_diff=float((ours - theirs).abs().max()),
                              stiffkit_nfe=nfe_ours, torchdiffeq_nfe=nfe_theirs,
-                             stiffkit_s=med["stiffkit"], torchdiffeq_s=med["torchdiffeq"], ratio=ratio,
-                             verdict="stiffkit faster or equal" if ratio <= 1.0 else "stiffkit slower"))
+                             stiffkit_s=med["stiffkit"], torchdiffeq_s=med["torchdiffeq"],
+                             ratio=ratio,
+                             verdict=("stiffkit faster or equal" if ratio <= 1.0
+                                      else "stiffkit slower")))
             print(f"fixed batch {batch} steps {steps}: ratio {ratio:.3f}", flush=True)
     return pd.DataFrame(rows)
 
@@ -101,7 +105,8 @@ def adaptive(batches, tols, repeats):
             timing = compare({
                 "stiffkit": lambda: stiffkit.solve_adaptive(f, x0, (0.0, T_END), "dopri5_shampine",
                                                             rtol=tol, atol=tol),
-                "torchdiffeq": lambda: torchdiffeq.odeint(f, x0, t, rtol=tol, atol=tol, method="dopri5"),
+                "torchdiffeq": lambda: torchdiffeq.odeint(f, x0, t, rtol=tol, atol=tol,
+                                                          method="dopri5"),
             }, repeats=repeats, warmup=1 if repeats > 1 else 0, baseline="torchdiffeq")
             med = dict(zip(timing.name, timing.median_s))
             ratio = float(timing.paired_ratio[timing.name == "stiffkit"].iloc[0])
@@ -141,9 +146,11 @@ def main(argv=None):
   given tolerance and reaches a smaller error (`*_error`, max abs vs DOP853 at 1e-13). The
   integrators' own overhead is `per_nfe_ratio` (time per evaluation, stiffkit / torchdiffeq).
 """
-    md = write_results(run, args.out, "integrators", "stiffkit integrators vs torchdiffeq (float64 neural ODE)", [
+    md = write_results(run, args.out, "integrators",
+                       "stiffkit integrators vs torchdiffeq (float64 neural ODE)", [
         ("fixed", fixed, "Fixed-grid Heun: solve_fixed(heun_euler) vs odeint(heun2), same grid"),
-        ("adaptive", adapt, "Adaptive DOPRI5: solve_adaptive(dopri5_shampine) vs odeint(dopri5), equal rtol = atol"),
+        ("adaptive", adapt, "Adaptive DOPRI5: solve_adaptive(dopri5_shampine) vs odeint(dopri5), "
+                            "equal rtol = atol"),
     ], notes=notes)
     print(md)
 

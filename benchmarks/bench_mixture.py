@@ -119,9 +119,11 @@ def small_rows(gmm, dense, batches, repeats):
                     out = calls[name]().double()
                     rows.append(dict(
                         dtype=dname, batch=batch, op=op, impl=impl, seconds=med[name],
-                        points_per_s=batch / med[name], peak_extra_MB=peak_memory_1t(calls[name]) / 2**20,
+                        points_per_s=batch / med[name],
+                        peak_extra_MB=peak_memory_1t(calls[name]) / 2**20,
                         stiffkit_vs_dense=med[f"stiffkit {op}"] / med[f"dense {op}"],
-                        max_rel_diff_vs_f64=float((out - ref[op]).abs().max() / ref[op].abs().max()),
+                        max_rel_diff_vs_f64=float((out - ref[op]).abs().max()
+                                                  / ref[op].abs().max()),
                         timing=f"interleaved, median of {repeats}"))
             print(f"{dname} batch {batch}: done", flush=True)
     return rows
@@ -150,12 +152,15 @@ def big_rows(plan, threads):
     rows = []
     for dname, batch, ops in plan:
         for op in ops:
-            proc = subprocess.run([sys.executable, __file__, "--one", op, dname, str(batch), str(threads)],
+            proc = subprocess.run([sys.executable, __file__, "--one", op, dname, str(batch),
+                                   str(threads)],
                                   capture_output=True, text=True, check=True,
-                                  env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                                  env={**os.environ,
+                                       "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
             res = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows.append(dict(dtype=dname, batch=batch, op=op, impl="stiffkit", seconds=res["seconds"],
-                             points_per_s=batch / res["seconds"], peak_extra_MB=res["peak_extra"] / 2**20,
+            rows.append(dict(dtype=dname, batch=batch, op=op, impl="stiffkit",
+                             seconds=res["seconds"], points_per_s=batch / res["seconds"],
+                             peak_extra_MB=res["peak_extra"] / 2**20,
                              stiffkit_vs_dense=math.nan, max_rel_diff_vs_f64=math.nan,
                              timing="one run, fresh process"))
             print(f"{dname} batch {batch} {op}: {res['seconds']:.1f} s", flush=True)
@@ -191,7 +196,8 @@ def main(argv=None):
   dense baseline's chunks are `DENSE_CHUNK` = {DENSE_CHUNK} points.
 * σ = {SIGMA}; points are exact samples of p_σ of the A∪B tree.
 """
-    md = write_results(run, args.out, "mixture", "Exact tree mixture (2032 components): throughput and memory", [
+    md = write_results(run, args.out, "mixture",
+                       "Exact tree mixture (2032 components): throughput and memory", [
         ("", df, "Throughput, extra peak RSS, and ratio to a dense implementation"),
     ], notes=notes)
     print(md)

@@ -40,7 +40,8 @@ NUM_THREADS = 1
 
 
 def cache_dir() -> Path:
-    """Return the result cache of the figure scripts: ``$STIFFKIT_CACHE`` or ``experiments/.cache``."""
+    """Return the result cache of the figure scripts: ``$STIFFKIT_CACHE`` or
+    ``experiments/.cache``."""
     return Path(os.environ.get("STIFFKIT_CACHE", ROOT / "experiments" / ".cache"))
 
 
@@ -221,7 +222,8 @@ def binned(
     which = np.clip(np.searchsorted(edges, xv, side="right") - 1, 0, len(edges) - 2)
     data = data.assign(_bin=which)
     rows = []
-    grouped = data.groupby(groups + ["_bin"], sort=True) if groups else data.groupby("_bin", sort=True)
+    grouped = (data.groupby(groups + ["_bin"], sort=True) if groups
+               else data.groupby("_bin", sort=True))
     for key, part in grouped:
         key = key if isinstance(key, tuple) else (key,)
         b = int(key[-1])

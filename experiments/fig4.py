@@ -4,14 +4,13 @@ The paper (Fig. 4) sweeps w_con for several w_stiff at 16 and 32 steps on ImageN
 FID / FD-DINOv2. Here the learned class-A model of the tree (no guidance) is sampled with EDM
 Heun + ERK-Guid at 8, 16 and 32 steps from the same exact samples of p_{σ_max}, over a grid that
 runs from "always on" (w_con = 0) to "never on" (w_con = 100, above the 99th percentile of the
-ρ̂ the sampler sees, ≈ 70 at the last steps), for w_stiff = 0 (plain Heun, a flat reference), the linear theory's 1/√6 and
-the paper's values. Panels (docs/theory/quality.md): sliced Wasserstein to exact class-A samples
-(with
-the exact samples' own value, the noise floor), endpoint error against a converged solve of the
-same ODE from the same start, mean NLL under the true mixture (with the truth's own NLL: lower
-than that is over-contraction, not quality) and the fraction of corrected steps. Bands are 95 %
-basic bootstrap intervals (they undo the upward bias of resampled SW, so near the floor an SW
-band can reach below its biased point estimate); stars mark the paper's settings.
+ρ̂ the sampler sees, ≈ 70 at the last steps), for w_stiff = 0 (plain Heun, a flat reference), the
+linear theory's 1/√6 and the paper's values. Panels (docs/theory/quality.md): sliced Wasserstein to
+exact class-A samples (with the exact samples' own value, the noise floor), endpoint error against
+a converged solve of the same ODE from the same start, mean NLL under the true mixture (with the
+truth's own NLL: lower than that is over-contraction, not quality) and the fraction of corrected
+steps. Bands are 95 % basic bootstrap intervals (they undo the upward bias of resampled SW, so near
+the floor an SW band can reach below its biased point estimate); stars mark the paper's settings.
 
     python experiments/fig4.py [--quick] [--seed S] [--out DIR] [--set key=value]
 """
@@ -138,7 +137,8 @@ def plot(df: pd.DataFrame, config: dict[str, Any]):
                 ax.plot(part["w_con"], part[col], ls, color=colour, lw=1.8 if ws == 0 else 1.3,
                         marker="" if ws == 0 else "o", ms=3, label=label)
                 if lo is not None:
-                    ax.fill_between(part["w_con"], part[lo], part[hi], color=colour, alpha=0.12, lw=0)
+                    ax.fill_between(part["w_con"], part[lo], part[hi], color=colour, alpha=0.12,
+                                    lw=0)
                 star = part[part["paper_setting"]]
                 if len(star):
                     ax.plot(star["w_con"], star[col], "*", ms=13, mfc=colour, mec="black",
@@ -200,14 +200,16 @@ def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:
         at_n = runs[runs["num_steps"] == n]
         heun = at_n[at_n["w_stiff"] == 0].iloc[0]
         erk = at_n[at_n["w_stiff"] > 0]
-        lines.append(f"N = {n}: Heun SW {_fmt(heun, 'sw')}, endpoint {_fmt(heun, 'endpoint_error_mean')}, "
+        lines.append(f"N = {n}: Heun SW {_fmt(heun, 'sw')}, "
+                     f"endpoint {_fmt(heun, 'endpoint_error_mean')}, "
                      f"NLL {heun['nll_mean']:.3f}")
         for col, name in (("sw", "SW"), ("endpoint_error_mean", "endpoint")):
             best = erk.loc[erk[col].idxmin()]
             beats = best[f"{col}_hi"] < heun[f"{col}_lo"]
             verdict = ("below Heun's CI" if beats else
                        "not below Heun's CI" if best[col] < heun[col] else "no better than Heun")
-            lines.append(f"  best {name}: w_stiff {best['w_stiff']:.3g}, w_con {best['w_con']:g} -> "
+            lines.append(f"  best {name}: w_stiff {best['w_stiff']:.3g}, "
+                         f"w_con {best['w_con']:g} -> "
                          f"{_fmt(best, col)} ({verdict})")
         theory = erk[np.isclose(erk["w_stiff"], W_STIFF_THEORY)]
         if len(theory):

@@ -1,4 +1,5 @@
-"""Write ``paper_repro.ipynb``: the reproduction as a narrative (run: ``python experiments/make_notebook.py``).
+"""Write ``paper_repro.ipynb``: the reproduction as a narrative (run:
+``python experiments/make_notebook.py``).
 
 The notebook is generated, not edited by hand, so its code stays in step with the figure
 scripts: every figure cell calls the script's own ``compute`` / ``plot`` / ``summarize`` with
@@ -51,7 +52,6 @@ import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -63,6 +63,7 @@ torch.set_num_threads(1)  # small 2-D batches: one thread is fastest on a shared
 ROOT = Path.cwd() if (Path.cwd() / "experiments").is_dir() else Path.cwd().parent
 sys.path.insert(0, str(ROOT / "experiments"))  # the figure scripts' compute/plot functions
 from _lib import cached_compute  # same cache as `python experiments/figN.py --quick`
+
 pd.set_option("display.width", 160, "display.max_columns", 30)"""),
     ("md", """\
 ## 1. The toy world and one sampled trajectory
@@ -103,7 +104,8 @@ axes[0].invert_xaxis()
 stiffkit.plotting.plot_estimate_vs_reference(report, ax=axes[1])
 plt.tight_layout()
 plt.show()
-print(report.groupby("step")[["h", "lambda_max", "rho_hat", "h_lambda", "stiffness_indicator"]].median().round(3))"""),
+print(report.groupby("step")[["h", "lambda_max", "rho_hat", "h_lambda", "stiffness_indicator"]]
+      .median().round(3))"""),
     ("md", """\
 ## 3. Fig. 1 — where the tree is stiff
 
@@ -136,7 +138,8 @@ The numbers below are read from the committed full-run outputs (`figures/*.csv`,
 `python experiments/figN.py` and `python experiments/table1.py`)."""),
     ("code", """\
 full = pd.read_csv(ROOT / "figures" / "table1.csv")
-cols = ["num_steps", "method", "w_stiff", "w_con", "nfe", "endpoint_error_mean", "sw", "nll_mean", "precision", "recall"]
+cols = ["num_steps", "method", "w_stiff", "w_con", "nfe", "endpoint_error_mean", "sw", "nll_mean",
+        "precision", "recall"]
 full[cols].round(4)"""),
     ("md", """\
 **Matches the paper (measured on the full runs, seed 0):**
@@ -185,7 +188,8 @@ def build() -> nbformat.NotebookNode:
     """Return the notebook (no outputs)."""
     cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
     nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
 

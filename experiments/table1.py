@@ -110,9 +110,11 @@ def compute(config: dict[str, Any]) -> pd.DataFrame:
     seconds = time_methods(world, plan, num_samples=config["timing_samples"],
                            repeats=config["timing_repeats"], seed=config["seed"], progress=True)
     df["time_ms"] = [*(1e3 * s for s in seconds), *([np.nan] * (len(df) - len(plan)))]
-    base = df[df["w_stiff"].eq(0) & df["oracle"].isna()].set_index(["guidance", "num_steps"])["time_ms"]
+    base = (df[df["w_stiff"].eq(0) & df["oracle"].isna()]
+            .set_index(["guidance", "num_steps"])["time_ms"])
     df["time_vs_plain"] = [
-        r.time_ms / base.get((r.guidance, r.num_steps), np.nan) if r.method != EXACT_LABEL else np.nan
+        (r.time_ms / base.get((r.guidance, r.num_steps), np.nan) if r.method != EXACT_LABEL
+         else np.nan)
         for r in df.itertuples()
     ]
     return df
@@ -125,7 +127,8 @@ PANELS = (
      "endpoint error (mean) vs converged solve of the same ODE", True),
     ("sw", "sw_lo", "sw_hi", "sliced Wasserstein to exact class A", True),
     ("nll_mean", "nll_mean_lo", "nll_mean_hi", "NLL under class A (mean)", False),
-    ("outlier_rate", "outlier_rate_lo", "outlier_rate_hi", "outlier rate (NLL > truth's 99.9 %)", True),
+    ("outlier_rate", "outlier_rate_lo", "outlier_rate_hi", "outlier rate (NLL > truth's 99.9 %)",
+     True),
     ("recall", "recall_lo", "recall_hi", "kNN recall (coverage of class A)", False),
     ("precision", "precision_lo", "precision_hi", "kNN precision", False),
 )
@@ -211,7 +214,8 @@ def markdown(df: pd.DataFrame, config: dict[str, Any]) -> str:
             f"{_ci(r, 'recall')} | {r['occupancy']:.3f} |")
     lines.append(
         f"| — | {EXACT_LABEL} (floor) | — | — | — | — | — | {_ci(exact, 'sw', 1e3)} | "
-        f"{_ci(exact, 'nll_mean')} | {_ci(exact, 'nll_median')} | {_ci(exact, 'outlier_rate', 100, 2)} | "
+        f"{_ci(exact, 'nll_mean')} | {_ci(exact, 'nll_median')} | "
+        f"{_ci(exact, 'outlier_rate', 100, 2)} | "
         f"{_ci(exact, 'precision')} | {_ci(exact, 'recall')} | {exact['occupancy']:.3f} |")
     seed = int(config["seed"])
     g8 = config["guided_fallback"]
@@ -230,8 +234,8 @@ def markdown(df: pd.DataFrame, config: dict[str, Any]) -> str:
         f"listed beside the NFE. Endpoint error: distance to a converged solve (RK4, "
         f"{config['reference_steps']} steps) "
         f"of the *same* guided ODE from the same start. SW: sliced Wasserstein (p = 2, 256 "
-        f"directions) to {int(exact['n_truth'])} exact class-A samples; NLL under the exact class-A "
-        f"mixture (truth's own mean NLL {exact['nll_truth_mean']:.3f}: lower means "
+        f"directions) to {int(exact['n_truth'])} exact class-A samples; NLL under the exact "
+        f"class-A mixture (truth's own mean NLL {exact['nll_truth_mean']:.3f}: lower means "
         f"over-contraction, not quality); outliers: NLL above the truth's 99.9 % quantile "
         f"({exact['nll_threshold']:.2f}); precision/recall: kNN (k = 3); occupancy: fraction of "
         f"the 1016 components holding a sample (point value: resampling loses rarely-hit "
@@ -241,7 +245,8 @@ def markdown(df: pd.DataFrame, config: dict[str, Any]) -> str:
         f"resampled SW near its floor, so an SW interval can lie below its biased estimate; the "
         f"floor row's reaches 0, the exact distance). Noise floors (exact samples, same n): "
         f"SW ×10³ {1e3 * exact['sw']:.2f}, outliers {100 * exact['outlier_rate']:.2f} %, precision "
-        f"{exact['precision']:.3f}, recall {exact['recall']:.3f}, occupancy {exact['occupancy']:.3f}. "
+        f"{exact['precision']:.3f}, recall {exact['recall']:.3f}, "
+        f"occupancy {exact['occupancy']:.3f}. "
         f"CFG and AG deliberately sharpen the distribution, so their SW/recall against the class-A "
         f"truth measure that shift as well as integration error. Time: wall milliseconds of the "
         f"sampler alone on {config['timing_samples']} samples, fastest of "
@@ -255,7 +260,8 @@ def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:
     """Return per-N comparisons of each ERK-Guid variant with its plain counterpart."""
     runs = df[df["method"] != EXACT_LABEL]
     pairs = (("ERK-Guid", "Heun"), ("ERK-Guid (w_stiff = 1/√6)", "Heun"),
-             ("ERK-Guid (oracle eigenpair)", "Heun"), ("CFG + ERK-Guid", "CFG"), ("AG + ERK-Guid", "AG"))
+             ("ERK-Guid (oracle eigenpair)", "Heun"), ("CFG + ERK-Guid", "CFG"),
+             ("AG + ERK-Guid", "AG"))
     lines = ["table1: better/worse = non-overlapping 95 % intervals, '~' = overlapping"]
     for n in sorted(runs["num_steps"].unique()):
         at = runs[runs["num_steps"] == n].set_index("method")

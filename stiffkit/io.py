@@ -144,14 +144,16 @@ def _read_cached(path: Path) -> pd.DataFrame | None:
     return df
 
 
-def save_frame(df: pd.DataFrame, path: str | os.PathLike, *, float_format: str | None = None) -> Path:
+def save_frame(df: pd.DataFrame, path: str | os.PathLike, *,
+               float_format: str | None = None) -> Path:
     """Write `df` atomically; the format follows the suffix (``.csv`` or ``.pkl``).
 
     `float_format` (CSV only, e.g. ``"%.6g"``) bounds the digits written per float.
     """
     path = Path(path)
     if path.suffix == ".csv":
-        return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False, float_format=float_format))
+        return atomic_write(path,
+                            lambda tmp: df.to_csv(tmp, index=False, float_format=float_format))
     if path.suffix == ".pkl":
         return atomic_write(path, lambda tmp: df.to_pickle(tmp))
     raise ValueError(f"`path` must end in .csv or .pkl, got {path.suffix!r}.")

@@ -88,7 +88,8 @@ def plot_stability_region(
     return ax
 
 
-def plot_stiffness(df: pd.DataFrame, *, ax=None, columns=("lambda_max", "rho_hat"), log: bool = True):
+def plot_stiffness(df: pd.DataFrame, *, ax=None, columns=("lambda_max", "rho_hat"),
+                   log: bool = True):
     """Plot stiffness along the trajectory: median and 95 % band over samples vs ``t``."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
@@ -105,7 +106,8 @@ def plot_stiffness(df: pd.DataFrame, *, ax=None, columns=("lambda_max", "rho_hat
     return ax
 
 
-def plot_estimate_vs_reference(df: pd.DataFrame, *, ax=None, x: str = "lambda_max", y: str = "rho_hat"):
+def plot_estimate_vs_reference(df: pd.DataFrame, *, ax=None, x: str = "lambda_max",
+                               y: str = "rho_hat"):
     """Scatter the cheap estimate against the reference, with y = x and the correlation."""
     data = df[[x, y]].replace([np.inf, -np.inf], np.nan).dropna()
     if data.empty:

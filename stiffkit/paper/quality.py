@@ -84,7 +84,8 @@ def paper_setting(num_steps: int, guided: bool = False) -> tuple[float, float]:
     if key not in PAPER_SETTINGS:
         known = sorted(n for g, n in PAPER_SETTINGS if g == key[0])
         kind = "guided" if guided else "unguided"
-        raise ValueError(f"The paper has no {kind} setting at `num_steps`={num_steps}; it has {known}.")
+        raise ValueError(f"The paper has no {kind} setting at `num_steps`={num_steps}; "
+                         f"it has {known}.")
     return PAPER_SETTINGS[key]
 
 
@@ -341,7 +342,8 @@ def time_methods(
 
 
 def _initial_states(world: ToyWorld, num_samples: int, seed: int) -> Tensor:
-    """Exact samples of ``p_{σ_max}``, sample i from the per-sample seed ``seed·SEED_STRIDE + i``."""
+    """Exact samples of ``p_{σ_max}``, sample i from the per-sample seed
+    ``seed·SEED_STRIDE + i``."""
     if num_samples >= SEED_STRIDE:
         raise ValueError(f"`num_samples` must be below SEED_STRIDE = {SEED_STRIDE}.")
     dtype = next(world.main.parameters()).dtype

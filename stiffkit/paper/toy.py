@@ -70,11 +70,14 @@ class ToyWorld:
             return main
         if guidance == "ag" and not learned:
             raise ValueError("Autoguidance needs the learned guide: use `learned=True`.")
-        guide = {"cfg": self.cfg_guide if learned else self.exact_uncond, "ag": self.ag_guide}[guidance]
+        guide = {"cfg": self.cfg_guide if learned else self.exact_uncond,
+                 "ag": self.ag_guide}[guidance]
         return Guided(main, guide, GUIDANCE_WEIGHTS[guidance] if w is None else w)
 
-    def guidance_direction(self, guidance: str, x: Tensor, sigma, *, learned: bool = True) -> Tensor:
-        """Return the guidance direction ``D − D_g`` at ``(x, σ)`` (CFG: D − D_uncond; AG: D − D_bad)."""
+    def guidance_direction(self, guidance: str, x: Tensor, sigma, *,
+                           learned: bool = True) -> Tensor:
+        """Return the guidance direction ``D − D_g`` at ``(x, σ)`` (CFG: D − D_uncond;
+        AG: D − D_bad)."""
         g = self.denoiser(guidance, learned=learned)
         if not isinstance(g, Guided):
             raise ValueError("`guidance` must be 'cfg' or 'ag'.")
@@ -82,11 +85,13 @@ class ToyWorld:
 
     def initial_state(self, seeds: int | Sequence[int] | Tensor, sigma_max: float = TOY_SIGMA_MAX,
                       *, dtype: torch.dtype = torch.float32) -> Tensor:
-        """Return exact samples of class A's ``p_{σ_max}`` with per-sample seeds (as the toy does)."""
+        """Return exact samples of class A's ``p_{σ_max}`` with per-sample seeds (as the toy
+        does)."""
         return mixture_samples(self.exact, seeds, sigma_max, dtype=dtype)
 
     @staticmethod
-    def sigmas(num_steps: int, sigma_min: float = SIGMA_MIN, sigma_max: float = TOY_SIGMA_MAX) -> Tensor:
+    def sigmas(num_steps: int, sigma_min: float = SIGMA_MIN,
+               sigma_max: float = TOY_SIGMA_MAX) -> Tensor:
         """Return the toy's EDM grid (σ_max = 5, σ_min = 0.002, ρ = 7) with the trailing 0."""
         return edm_sigmas(num_steps, sigma_min, sigma_max)
 

@@ -12,7 +12,8 @@ NOTEBOOK = ROOT / "paper_repro.ipynb"
 def test_notebook_is_generated_and_committed_without_outputs():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_notebook", ROOT / "experiments" / "make_notebook.py")
+    spec = importlib.util.spec_from_file_location("make_notebook",
+                                                  ROOT / "experiments" / "make_notebook.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     committed = nbformat.read(NOTEBOOK, as_version=4)
@@ -35,7 +36,8 @@ def test_notebook_executes(tmp_path):
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = env_backend
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "error"]
     assert not errors, json.dumps(errors[:1])[:2000]
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "NFE with ERK-Guid 31, plain Heun 31" in text

@@ -93,7 +93,8 @@ def _dense_truth(gmm, x, sigma):
 def test_random_mixture_matches_dense_algebra(seed, sigma, per_sample, low_rank):
     dim = 5 if low_rank else 3
     gmm = random_gmm(dim, 4, seed=seed, rank=2 if low_rank else None, min_std=0.1, condition=30)
-    x = gmm.sample(6, sigma, _gen(seed)) + 0.3 * torch.randn(6, dim, generator=_gen(seed), dtype=F64)
+    x = (gmm.sample(6, sigma, _gen(seed))
+         + 0.3 * torch.randn(6, dim, generator=_gen(seed), dtype=F64))
     if per_sample:
         sigma = sigma * torch.rand(6, dtype=F64, generator=_gen(seed + 1))
     logp, resp, post = _dense_truth(gmm, x, sigma)
@@ -167,7 +168,10 @@ def test_far_from_data_stays_finite_and_right(tree, dtype, sigma):
     c = tree.covs + sigma**2 * torch.eye(2, dtype=F64)
     best = torch.stack(
         [
-            (tree.weights.log() + torch.distributions.MultivariateNormal(tree.means, c).log_prob(xi)).max()
+            (
+                tree.weights.log()
+                + torch.distributions.MultivariateNormal(tree.means, c).log_prob(xi)
+            ).max()
             for xi in x.to(F64)
         ]
     )
@@ -221,7 +225,8 @@ def test_large_batch_runs_in_bounded_memory():
         import torch
         from stiffkit.diffusion.mixtures import tree_gmm
         def peak():
-            return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+            return next(int(l.split()[1]) for l in open("/proc/self/status")
+                        if l.startswith("VmHWM"))
         gmm = tree_gmm("AB")
         x = torch.randn(100_000, 2, generator=torch.Generator().manual_seed(0))
         before = peak()
@@ -254,9 +259,12 @@ def _spd(k=2, d=2):
     [
         lambda: GaussianMixture([1.0, -0.5], torch.zeros(2, 2), _spd()),
         lambda: GaussianMixture([1.0, 0.0], torch.zeros(2, 2), _spd()),
-        lambda: GaussianMixture([1.0, 1.0], torch.zeros(2, 2), torch.tensor([[[1.0, 1.0], [1.0, 1.0]]] * 2)),
-        lambda: GaussianMixture([1.0, 1.0], torch.zeros(2, 2), torch.tensor([[[1.0, 0.0], [0.0, -1.0]]] * 2)),
-        lambda: GaussianMixture([1.0, 1.0], torch.zeros(2, 2), torch.tensor([[[1.0, 0.5], [0.0, 1.0]]] * 2)),
+        lambda: GaussianMixture([1.0, 1.0], torch.zeros(2, 2),
+                                torch.tensor([[[1.0, 1.0], [1.0, 1.0]]] * 2)),
+        lambda: GaussianMixture([1.0, 1.0], torch.zeros(2, 2),
+                                torch.tensor([[[1.0, 0.0], [0.0, -1.0]]] * 2)),
+        lambda: GaussianMixture([1.0, 1.0], torch.zeros(2, 2),
+                                torch.tensor([[[1.0, 0.5], [0.0, 1.0]]] * 2)),
         lambda: GaussianMixture([1.0, 1.0], torch.zeros(2, 3), _spd()),
         lambda: GaussianMixture([1.0, 1.0], torch.full((2, 2), math.nan), _spd()),
         lambda: tree_gmm("C"),
