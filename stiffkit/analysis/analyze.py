@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from stiffkit._utils import flat_norm
+from stiffkit._utils import progress as progress_bar
 from stiffkit.analysis.columns import COLUMNS, conform
 from stiffkit.estimators.eigen import dominant_eig
 from stiffkit.estimators.lte import alignment, reference_step
@@ -134,11 +135,7 @@ def analyze(
     next_drifts = trajectory.next_drifts
     times = trajectory.times
     rows: list[pd.DataFrame] = []
-    iterator = step_ids
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(step_ids, desc="analyze", unit="step")
+    iterator = progress_bar(step_ids, enabled=progress, desc="analyze", unit="step")
     eig_cache: dict[int, object] = {}
 
     def eig_at(k: int):

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import flat_norm
+from stiffkit._utils import progress as progress_bar
 from stiffkit.estimators.eigen import sorted_eig
 from stiffkit.estimators.jvp import jacobian_dense
 from stiffkit.estimators.lte import REFERENCE_SUBSTEPS, alignment, reference_step
@@ -157,11 +158,7 @@ def heun_alignment(
     if any(s not in valid for s in step_ids):
         raise ValueError(f"`steps` must be Heun steps with a pair, in {valid[:1]} … {valid[-1:]}.")
     f = trajectory.f
-    iterator = step_ids
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(step_ids, desc="alignment", unit="step", leave=False)
+    iterator = progress_bar(step_ids, enabled=progress, desc="alignment", unit="step")
 
     frames = []
     for i in iterator:
