@@ -65,7 +65,9 @@ def analyze(
     reference : {"auto", "dense", "power", "arpack"} or None
         How to compute the reference eigenpair of ``∂f/∂x`` at each step's start (needs
         ``trajectory.f``); "auto" is dense up to ``DENSE_MAX_DIM`` dimensions, power
-        iteration above. None skips the reference columns (cheap).
+        iteration above. None skips the reference columns (cheap). Where the estimate did
+        not converge (power iteration cannot separate a dominant complex pair ``a ± ib``),
+        ``lambda_max`` is NaN and ``reference_converged`` False; use "arpack" or "dense" there.
     symmetric : bool
         The Jacobian is symmetric (probability-flow ODEs: ``J = −σH``); faster, exact.
     lte : bool, optional
@@ -177,9 +179,15 @@ def analyze(
         eig = eig_at(n)
         if eig is not None:
             val = eig.value
-            cols["lambda_max"] = val.abs().double().numpy()
-            cols["lambda_real"] = (val.real if val.is_complex() else val).double().numpy()
+            # An unconverged estimate (power iteration on a dominant complex pair, say) is not
+            # a number to report: NaN, with the flag in `reference_converged`.
+            converged = eig.converged.cpu().numpy()
+            lam = val.abs().double().cpu().numpy()
+            lam_re = (val.real if val.is_complex() else val).double().cpu().numpy()
+            cols["lambda_max"] = np.where(converged, lam, np.nan)
+            cols["lambda_real"] = np.where(converged, lam_re, np.nan)
             cols["h_lambda"] = h * cols["lambda_max"]
+            cols["reference_converged"] = converged
             # The batch mean of the per-sample counts (ARPACK's differ between samples).
             cols["reference_products"] = np.full(len(sel), int(eig.num_products.sum()) / len(sel))
 
@@ -209,6 +217,7 @@ def analyze(
 
     out = conform(pd.concat(rows, ignore_index=True)) if rows else conform(pd.DataFrame())
     out["stiff"] = out["stiffness_indicator"] >= stiff_threshold
+    out["reference_converged"] = out["reference_converged"].astype("boolean")
     if bounds is None or bounds.size == 0:
         boundary_attr = None
     elif np.allclose(bounds, bounds[0], rtol=1e-12, atol=0.0):  # 2 vs 2 + 4e-16

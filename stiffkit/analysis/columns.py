@@ -26,6 +26,8 @@ COLUMNS: dict[str, str] = {
     "lambda_real": "real part of that eigenvalue (negative: contracting)",
     "h_lambda": "h · lambda_max",
     "reference_products": "Jacobian products the reference eigen-estimate spent (per sample)",
+    "reference_converged": "whether the reference eigen-estimate converged (power iteration "
+    "cannot separate a dominant complex pair; lambda_max is NaN where this is False)",
     "lte_norm": "‖LTE‖ of the step against an accurate reference step from x_n",
     "cos_lte_v1": "|cos| between the LTE and the dominant eigenvector v₁ at (t_n, x_n)",
     "cos_dx_v1": "|cos| between the pair's solution difference Δx (at t_{n+1}) and the "

@@ -227,3 +227,18 @@ def test_analyze_refuses_a_pair_without_a_boundary():
     df = analyze(own, reference=None, lte=False)
     np.testing.assert_array_equal(df.attrs["stability_boundary"], [1.0, 4.0])
     np.testing.assert_array_equal(df.groupby("step")["stability_boundary"].first(), [1.0, 4.0])
+
+
+def test_unconverged_power_iteration_is_flagged_not_reported():
+    # x' = A x with a dominant complex pair ±10i: power iteration cannot converge.
+    from stiffkit.problems import complex_pair_linear
+
+    prob = complex_pair_linear([10j], real=[-1.0])
+    x0 = torch.randn(3, prob.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    traj = solve_fixed(prob.f, x0, torch.linspace(0.0, 0.05, 3, dtype=torch.float64), "heun_euler")
+    power = analyze(traj, reference="power", lte=False)
+    assert not power["reference_converged"].any()
+    assert power["lambda_max"].isna().all() and power["h_lambda"].isna().all()
+    dense = analyze(traj, reference="dense", lte=False)
+    assert dense["reference_converged"].all()
+    np.testing.assert_allclose(dense["lambda_max"], 10.0, rtol=1e-10)
