@@ -37,7 +37,7 @@ from stiffkit.diffusion.mixtures.tree import (
     TREE_POINTS_PER_BRANCH,
     _tree_components,
 )
-from stiffkit.diffusion.noise import mixture_samples
+from stiffkit.diffusion.noise import mixture_samples, sub_seed
 from stiffkit.diffusion.samplers import sample
 from stiffkit.estimators.lte import reference_step
 from stiffkit.paper.toy import toy_world
@@ -72,7 +72,7 @@ QUICK = dict(FULL, map_samples=256, line_points=101, trajectories=64, reference_
 # ----------------------------------------------------------------------------- helpers
 def _seeds(seed: int, stream: int, n: int, salt: int = 0) -> list[int]:
     """Return ``n`` per-sample seeds of one stream (sample i independent of ``n``)."""
-    base = int(np.random.SeedSequence([seed, stream, salt]).generate_state(1, dtype=np.uint32)[0])
+    base = sub_seed(np.random.SeedSequence([seed, stream, salt]))
     return [(base + 7919 * i) % 2**63 for i in range(n)]
 
 

@@ -22,12 +22,9 @@ import pandas as pd
 import torch
 from _lib import binned, run_experiment
 
+from stiffkit.diffusion.noise import run_seeds
 from stiffkit.paper.alignment import toy_alignment
 from stiffkit.paper.toy import toy_world
-
-#: Sample k of run `seed` uses the per-sample seed SEED_STRIDE·seed + k (independent of the
-#: batch size: a quick run's samples are the first of a full run's; fig3 uses the same).
-SEED_STRIDE = 10**7
 
 #: The binned columns: |cos| with v₁ by panel — (a), (b), (c) ERK-Guid's and the guidance
 #: directions — and the eigenvalue ratio (drawn in (a)): v₁ is only defined by a gap.
@@ -58,7 +55,9 @@ def compute(config: dict) -> pd.DataFrame:
     if config["stiffness"] not in XLABEL:
         raise ValueError(f"`stiffness` must be one of {sorted(XLABEL)}, "
                          f"got {config['stiffness']!r}.")
-    seeds = [SEED_STRIDE * config["seed"] + k for k in range(config["num_samples"])]
+    # Sample k uses the per-sample seed SEED_STRIDE·seed + k (a quick run's samples are the
+    # first of a full run's; fig2 and fig3 share them).
+    seeds = run_seeds(config["seed"], config["num_samples"])
     rows = toy_alignment(toy_world(torch.float64), seeds, config["num_steps"],
                          models=config["models"], substeps=config["substeps"], progress=True)
     rows["eig_ratio"] = rows["lambda_2"].abs() / rows["lambda_max"]

@@ -36,10 +36,10 @@ import pandas as pd
 from _lib import run_experiment
 
 from stiffkit.diffusion.erk import W_STIFF_THEORY
+from stiffkit.diffusion.noise import run_seeds
 from stiffkit.io import atomic_write
 from stiffkit.paper.quality import (
     EXACT_LABEL,
-    SEED_STRIDE,
     Method,
     compare,
     paper_setting,
@@ -218,12 +218,13 @@ def markdown(df: pd.DataFrame, config: dict[str, Any]) -> str:
         f"{_ci(exact, 'outlier_rate', 100, 2)} | "
         f"{_ci(exact, 'precision')} | {_ci(exact, 'recall')} | {exact['occupancy']:.3f} |")
     seed = int(config["seed"])
+    seeds = run_seeds(seed, n)
     g8 = config["guided_fallback"]
     caption = (
         f"**Table 1 (toy counterpart).** Learned tree models (class A), EDM Heun on the EDM grid "
         f"(σ_max 5, σ_min 0.002, ρ 7, final Euler step; NFE = 2N − 1), n = {n} samples per row "
-        f"from the same exact samples of p_σmax (per-sample seeds {seed * SEED_STRIDE} … "
-        f"{seed * SEED_STRIDE + n - 1}; truth, floor draw and metric resampling from "
+        f"from the same exact samples of p_σmax (per-sample seeds {seeds[0]} … "
+        f"{seeds[-1]}; truth, floor draw and metric resampling from "
         f"`SeedSequence({seed})`, run seed {seed}). Guidance: CFG w = {GUIDANCE_WEIGHTS['cfg']:g} "
         f"(unconditional A∪B guide), AG w = {GUIDANCE_WEIGHTS['ag']:g} (small, early guide) — the "
         f"toy's weights, not the paper's. ERK-Guid settings from the paper: 8 steps 0.5/0.1, 16 "

@@ -9,8 +9,10 @@ same code serves 2-D toys and image-shaped states.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +26,7 @@ __all__ = [
     "check_positive",
     "check_same_shape",
     "check_int",
+    "check_real",
     "check_output",
     "check_batch",
     "as_per_sample",
@@ -105,13 +108,68 @@ def check_int(n: Any, name: str, minimum: int = 1) -> int:
 
     Python and NumPy integers qualify; bools and floats do not.
     """
-    import numbers
-
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < minimum:
         what = {1: "a positive integer", 0: "a non-negative integer"}.get(
             minimum, f"an integer >= {minimum}")
         raise ValueError(f"`{name}` must be {what}, got {n!r}.")
     return int(n)
+
+
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
+    """Return `value` as a python float, raising ``ValueError`` unless it is a finite real number
+    within the bounds.
+
+    Python and NumPy reals qualify, and 0-d real tensors and arrays; bools, complex numbers,
+    strings and other objects do not. ``lo``/``hi`` (None: unbounded) are inclusive unless
+    ``lo_open``/``hi_open``. The message names the argument and the admissible range, e.g.
+    ``"`w` must be a finite number >= 0, got -1."``
+    """
+    if not _is_real(value):
+        raise ValueError(f"`{name}` must be a real number, got {value!r} "
+                         f"({type(value).__name__}).")
+    out = float(value)
+    ok = math.isfinite(out)
+    if ok and lo is not None:
+        ok = out > lo if lo_open else out >= lo
+    if ok and hi is not None:
+        ok = out < hi if hi_open else out <= hi
+    if not ok:
+        raise ValueError(f"`{name}` must be a finite number{_range(lo, hi, lo_open, hi_open)}, "
+                         f"got {value!r}.")
+    return out
+
+
+def _is_real(value: Any) -> bool:
+    """Whether `value` is a real, non-bool number or a 0-d real, non-bool tensor/array."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Real):
+        return not isinstance(value, np.bool_)
+    if isinstance(value, Tensor):
+        return value.ndim == 0 and not (value.is_complex() or value.dtype == torch.bool)
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0 and (np.issubdtype(value.dtype, np.floating)
+                                    or np.issubdtype(value.dtype, np.integer))
+    return False
+
+
+def _range(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    """Describe the bounds of :func:`check_real`: ``" >= 0"``, ``" in (0, 1)"``, or ``""``."""
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f" {'<' if hi_open else '<='} {hi:g}"
+    return ""
 
 
 def as_per_sample(

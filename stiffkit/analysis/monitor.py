@@ -41,7 +41,6 @@ refuses them, as it refuses fixed-grid solvers and ``scipy_solver``, which repor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +49,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_output
+from stiffkit._utils import check_output, check_real
 from stiffkit.analysis._torchdiffeq import (
     NOT_ADAPTIVE,
     SUPPORTED_METHODS,
@@ -151,8 +150,7 @@ class StiffnessMonitor(torch.nn.Module):
             raise ValueError(f"`keep` must be one of {', '.join(map(repr, _KEEP))}, got {keep!r}.")
         if not isinstance(batched, bool):
             raise TypeError(f"`batched` must be a bool, got {type(batched).__name__}.")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 <= eps < math.inf):
-            raise ValueError(f"`eps` must be a non-negative finite number, got {eps!r}.")
+        check_real(eps, "eps", lo=0)
         self.f = f  # an nn.Module becomes a submodule
         self.method, self.rule, self.keep, self.batched, self.eps = method, rule, keep, batched, eps
         self._spec = spec

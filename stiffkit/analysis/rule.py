@@ -14,14 +14,13 @@ fraction 6.1 / 6.3937 that DOP853 uses of its own boundary.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-from stiffkit._utils import check_int
+from stiffkit._utils import check_int, check_real
 
 __all__ = [
     "DOPRI5_THRESHOLD",
@@ -96,10 +95,7 @@ class StiffnessRule:
     check_every: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-            raise TypeError(f"`threshold` must be a number, got {type(self.threshold).__name__}.")
-        if not (math.isfinite(self.threshold) and self.threshold > 0):
-            raise ValueError(f"`threshold` must be positive and finite, got {self.threshold}.")
+        check_real(self.threshold, "threshold", lo=0, lo_open=True)
         for name in ("count", "reset_after", "check_every"):
             check_int(getattr(self, name), name)
 

@@ -9,12 +9,10 @@ denoiser defines. The guided drift's Jacobian is ``J_w = J_g + w (J − J_g)``, 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_output
+from stiffkit._utils import check_output, check_real
 from stiffkit.diffusion.samplers.drift import Denoiser
 
 __all__ = ["Guided"]
@@ -51,8 +49,7 @@ class Guided(torch.nn.Module):
             raise TypeError(f"`denoiser` must be callable, got {type(denoiser).__name__}.")
         if not callable(guide):
             raise TypeError(f"`guide` must be callable, got {type(guide).__name__}.")
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ValueError(f"`w` must be a finite number, got {w!r}.")
+        w = check_real(w, "w")
         # Plain attributes (not submodule registration) keep callables that are not modules.
         object.__setattr__(self, "denoiser", denoiser)
         object.__setattr__(self, "guide", guide)

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from stiffkit._utils import as_per_sample, check_finite, check_int, check_tensor
+from stiffkit._utils import as_per_sample, check_finite, check_int, check_real, check_tensor
 from stiffkit.io import atomic_write
 
 __all__ = [
@@ -123,8 +123,7 @@ class EnergyDenoiser(torch.nn.Module):
         super().__init__()
         for name, value in (("dim", dim), ("width", width), ("depth", depth)):
             check_int(value, name)
-        if not (math.isfinite(sigma_data) and sigma_data > 0):
-            raise ValueError(f"`sigma_data` must be positive and finite, got {sigma_data}.")
+        check_real(sigma_data, "sigma_data", lo=0, lo_open=True)
         self.dim, self.width, self.depth, self.sigma_data = dim, width, depth, float(sigma_data)
         if generator is None:
             generator = torch.Generator().manual_seed(0)

@@ -1,34 +1,58 @@
-"""Initial states with per-sample seeds: sample ``i`` never depends on the batch size.
+"""Per-sample seeds: sample ``i`` never depends on the batch size; the one home of seed schemes.
 
 Every sample draws its noise from its own ``torch.Generator`` seeded with ``seeds[i]`` (the
 idea of EDM's stacked random generator), so a batch of 16 and a batch of 16k share their
 first 16 samples bit for bit, and any sample can be regenerated alone from its seed.
+
+The seed schemes built on it live here too: the per-sample seeds of a run
+(:func:`run_seeds`, ``seed · SEED_STRIDE + k``), a ``torch.Generator`` from a NumPy
+``SeedSequence`` (:func:`torch_generator`) and an integer sub-seed of one
+(:func:`sub_seed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_seeds", "randn_per_sample", "initial_noise", "mixture_samples"]
+from stiffkit._utils import check_int, check_real
+
+__all__ = [
+    "SEED_STRIDE",
+    "as_seeds",
+    "run_seeds",
+    "torch_generator",
+    "sub_seed",
+    "randn_per_sample",
+    "initial_noise",
+    "mixture_samples",
+]
+
+#: Sample ``k`` of the run with base seed ``s`` uses the per-sample seed ``s · SEED_STRIDE + k``
+#: (:func:`run_seeds`), so runs of different base seeds never share a sample as long as each
+#: has at most ``SEED_STRIDE`` samples.
+SEED_STRIDE = 10**7
 
 
 def as_seeds(seeds: int | Sequence[int] | Tensor) -> list[int]:
-    """Return a list of seeds; an int ``n`` means ``range(n)``.
+    """Return a list of seeds; an integer ``n`` (Python or NumPy) means ``range(n)``.
 
     Raises
     ------
+    TypeError
+        For a bool.
     ValueError
         For a negative count, negative seeds, or a non-1-D sequence.
     """
-    if isinstance(seeds, bool):
+    if isinstance(seeds, bool | np.bool_):
         raise TypeError("`seeds` must be an int or a sequence of ints, got bool.")
-    if isinstance(seeds, int):
+    if isinstance(seeds, int | np.integer):
         if seeds < 0:
             raise ValueError(f"`seeds` as a count must be non-negative, got {seeds}.")
-        return list(range(seeds))
+        return list(range(int(seeds)))
     if isinstance(seeds, Tensor):
         if seeds.ndim != 1 or seeds.is_floating_point() or seeds.is_complex():
             raise ValueError("`seeds` must be a 1-D integer tensor.")
@@ -37,6 +61,63 @@ def as_seeds(seeds: int | Sequence[int] | Tensor) -> list[int]:
     if any(s < 0 for s in out):
         raise ValueError("`seeds` must be non-negative.")
     return out
+
+
+def run_seeds(seed: int, n: int) -> list[int]:
+    """Return the per-sample seeds ``seed · SEED_STRIDE + k``, ``k < n``, of run `seed`.
+
+    Sample ``k`` does not depend on `n`, so a quick run's samples are the first of a full
+    run's, and different base seeds never share a sample.
+
+    Raises
+    ------
+    ValueError
+        For a negative `seed` or `n`, or ``n > SEED_STRIDE``.
+    """
+    seed = check_int(seed, "seed", 0)
+    n = check_int(n, "n", 0)
+    if n > SEED_STRIDE:
+        raise ValueError(f"`n` must be at most SEED_STRIDE = {SEED_STRIDE} (else the samples "
+                         f"of base seeds {seed} and {seed + 1} overlap), got {n}.")
+    start = seed * SEED_STRIDE
+    return list(range(start, start + n))
+
+
+def torch_generator(
+    seed_sequence: np.random.SeedSequence, device: torch.device | str | None = None
+) -> torch.Generator:
+    """Return a ``torch.Generator`` on `device` (default CPU) seeded from `seed_sequence`.
+
+    The seed is the sequence's first 64-bit word shifted right by one (a non-negative
+    int63), so independent streams of one ``SeedSequence`` (``spawn``) give independent
+    torch generators.
+    """
+    if not isinstance(seed_sequence, np.random.SeedSequence):
+        raise TypeError(f"`seed_sequence` must be a numpy.random.SeedSequence, "
+                        f"got {type(seed_sequence).__name__}.")
+    gen = torch.Generator() if device is None else torch.Generator(device=device)
+    gen.manual_seed(int(seed_sequence.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    return gen
+
+
+def sub_seed(seed_sequence: np.random.SeedSequence) -> int:
+    """Return an integer seed in ``[0, 2³²)`` from `seed_sequence` (its first 32-bit word).
+
+    For APIs that take an integer seed (such as
+    :func:`stiffkit.diffusion.metrics.evaluate`) fed from one stream of a ``SeedSequence``.
+    """
+    if not isinstance(seed_sequence, np.random.SeedSequence):
+        raise TypeError(f"`seed_sequence` must be a numpy.random.SeedSequence, "
+                        f"got {type(seed_sequence).__name__}.")
+    return int(seed_sequence.generate_state(1, np.uint32)[0])
+
+
+def _per_seed(seeds: list[int]) -> Iterator[torch.Generator]:
+    """Yield one CPU generator per seed, freshly seeded with it (the same object, reseeded)."""
+    gen = torch.Generator()
+    for seed in seeds:
+        gen.manual_seed(seed)
+        yield gen
 
 
 def randn_per_sample(
@@ -54,9 +135,7 @@ def randn_per_sample(
     seeds = as_seeds(seeds)
     dims = tuple(int(d) for d in dims)
     out = torch.empty(len(seeds), *dims, dtype=torch.float64)
-    gen = torch.Generator()
-    for i, seed in enumerate(seeds):
-        gen.manual_seed(seed)
+    for i, gen in enumerate(_per_seed(seeds)):
         out[i] = torch.randn(dims, dtype=torch.float64, generator=gen)
     return out.to(device=device, dtype=dtype)
 
@@ -70,8 +149,7 @@ def initial_noise(
     device: torch.device | str | None = None,
 ) -> Tensor:
     """Return ``σ_max · N(0, I)`` start states ``[len(seeds), *dims]`` with per-sample seeds."""
-    if not (isinstance(sigma_max, (int, float)) and 0 < sigma_max < float("inf")):
-        raise ValueError(f"`sigma_max` must be positive and finite, got {sigma_max!r}.")
+    check_real(sigma_max, "sigma_max", lo=0, lo_open=True)
     return randn_per_sample(seeds, dims, dtype=dtype, device=device) * sigma_max
 
 
@@ -85,16 +163,15 @@ def mixture_samples(
     """Return exact samples of the mixture's ``p_σ`` with per-sample seeds, ``[n, d]``.
 
     Sample ``i`` uses one uniform (the component) and ``d`` normals from ``seeds[i]``
-    (:meth:`GaussianMixture.sample_from_noise`). Starting a sampler from exact samples of
-    ``p_{σ_max}`` (as the autoguidance toy does) removes the mismatch between
-    ``N(0, σ_max² I)`` and the true marginal from the comparison.
+    (:meth:`GaussianMixture.sample_from_noise`), a different stream from
+    :func:`randn_per_sample`'s. Starting a sampler from exact samples of ``p_{σ_max}`` (as the
+    autoguidance toy does) removes the mismatch between ``N(0, σ_max² I)`` and the true
+    marginal from the comparison.
     """
     seeds = as_seeds(seeds)
     u = torch.empty(len(seeds), dtype=torch.float64)
     eps = torch.empty(len(seeds), mixture.dim, dtype=torch.float64)
-    gen = torch.Generator()
-    for i, seed in enumerate(seeds):
-        gen.manual_seed(seed)
+    for i, gen in enumerate(_per_seed(seeds)):
         u[i] = torch.rand((), dtype=torch.float64, generator=gen)
         eps[i] = torch.randn(mixture.dim, dtype=torch.float64, generator=gen)
     return mixture.sample_from_noise(u, eps, sigma, dtype=dtype)

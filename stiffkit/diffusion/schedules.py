@@ -7,12 +7,10 @@ device.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from stiffkit._utils import as_per_sample, check_int
+from stiffkit._utils import as_per_sample, check_int, check_real
 
 __all__ = [
     "edm_sigmas",
@@ -66,8 +64,7 @@ def edm_sigmas(
     """
     num_steps = check_int(num_steps, "num_steps")
     for name, val in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
-        if not (math.isfinite(float(val)) and float(val) > 0):
-            raise ValueError(f"`{name}` must be positive and finite, got {val!r}.")
+        check_real(val, name, lo=0, lo_open=True)
     if num_steps > 1 and not sigma_min < sigma_max:
         raise ValueError(
             f"`sigma_min` must be smaller than `sigma_max`, got {sigma_min} and {sigma_max}."

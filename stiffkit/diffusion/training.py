@@ -36,7 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_int
+from stiffkit._utils import check_int, check_real
 from stiffkit._utils import progress as progress_bar
 from stiffkit.diffusion.mixtures import GaussianMixture, tree_gmm
 from stiffkit.diffusion.models import (
@@ -71,6 +71,11 @@ SCORE_CHUNK = 128
 DEFAULT_THREADS = 1
 #: An EMA profile needs γ > 0, i.e. ``ema_std < 1/√12``.
 MAX_EMA_STD = 1 / math.sqrt(12)
+
+
+def _check_ema_std(std: float, name: str) -> None:
+    """Raise unless `std` is a relative EMA std in ``(0, MAX_EMA_STD)``."""
+    check_real(std, name, lo=0, hi=MAX_EMA_STD, lo_open=True, hi_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,15 +125,13 @@ class TrainConfig:
             check_int(getattr(self, name), name)
         check_int(self.seed, "seed", minimum=0)
         for name in ("lr", "p_std", "sigma_data"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"`{name}` must be positive and finite, got {value}.")
-        if not math.isfinite(self.p_mean):
-            raise ValueError(f"`p_mean` must be finite, got {self.p_mean}.")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            check_real(getattr(self, name), name, lo=0, lo_open=True)
+        check_real(self.p_mean, "p_mean")
+        if len(self.betas) != 2:
             raise ValueError(f"`betas` must be two numbers in [0, 1), got {self.betas}.")
-        if not 0 < self.ema_std < MAX_EMA_STD:
-            raise ValueError(f"`ema_std` must lie in (0, {MAX_EMA_STD:.4f}), got {self.ema_std}.")
+        for beta in self.betas:
+            check_real(beta, "betas", lo=0, hi=1, hi_open=True)
+        _check_ema_std(self.ema_std, "ema_std")
 
     def as_dict(self) -> dict:
         """Return the config as plain python values (stored in the weight files)."""
@@ -165,8 +168,7 @@ def ema_exponent(std: float) -> float:
     The profile ``∝ τ^γ`` on ``[0, t]`` has relative variance
     ``(γ + 1) / ((γ + 2)² (γ + 3))``, decreasing in γ ≥ 0; solved by bisection.
     """
-    if not 0 < std < MAX_EMA_STD:
-        raise ValueError(f"`std` must lie in (0, {MAX_EMA_STD:.4f}), got {std}.")
+    _check_ema_std(std, "std")
 
     def rel_var(g: float) -> float:
         return (g + 1) / ((g + 2) ** 2 * (g + 3))
@@ -268,8 +270,8 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"`config` must be a TrainConfig, got {type(config).__name__}.")
-    snapshots = sorted(set(snapshots))
-    if any(not isinstance(s, int) or not 1 <= s <= config.iterations for s in snapshots):
+    snapshots = sorted({check_int(s, "snapshots") for s in snapshots})
+    if snapshots and snapshots[-1] > config.iterations:
         raise ValueError(f"`snapshots` must be iterations in [1, {config.iterations}], "
                          f"got {snapshots}.")
     gmm = tree_gmm(config.classes) if gmm is None else gmm

@@ -28,7 +28,9 @@ from torch import Tensor
 from stiffkit._utils import (
     broadcast_per_sample,
     check_finite,
+    check_int,
     check_output,
+    check_real,
     check_same_shape,
     check_tensor,
     flat_dot,
@@ -161,10 +163,8 @@ def power_iteration(
     """
     check_tensor(v0, "v0")
     check_finite(v0, "v0")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be a positive int, got {max_iter!r}.")
-    if not tol >= 0:
-        raise ValueError(f"`tol` must be non-negative, got {tol}.")
+    max_iter = check_int(max_iter, "max_iter")
+    check_real(tol, "tol", lo=0)
     v = _random_fill(v0, generator)
     v = v / broadcast_per_sample(flat_norm(v), v)
     value = residual = v.new_zeros(v.shape[0])
@@ -251,8 +251,13 @@ def arpack_eig(
         raise ValueError(f"`which` must be one of {ARPACK_WHICH}, got {which!r}.")
     batch, dims = x.shape[0], x.shape[1:]
     n = math.prod(dims)
-    if not isinstance(k, int) or not 1 <= k <= n:
-        raise ValueError(f"`k` must be an int in [1, {n}], got {k!r}.")
+    k = check_int(k, "k")
+    if k > n:
+        raise ValueError(f"`k` must be an integer in [1, {n}], got {k!r}.")
+    if max_iter is not None:
+        max_iter = check_int(max_iter, "max_iter")
+    if tol is not None:
+        check_real(tol, "tol", lo=0)
     start = _random_fill(torch.zeros_like(x) if v0 is None else _check_v0(v0, x), generator)
     tol = math.sqrt(torch.finfo(x.dtype).eps) if tol is None else tol
     values = np.full((batch, k), np.nan, dtype=complex)

@@ -21,6 +21,7 @@ from stiffkit._utils import (
     broadcast_per_sample,
     check_finite,
     check_output,
+    check_real,
     check_same_shape,
     check_tensor,
     flat_dot,
@@ -161,8 +162,8 @@ def jvp_operator(
     check_finite(x, "x")
     if method not in JVP_METHODS:
         raise ValueError(f"`method` must be one of {JVP_METHODS}, got {method!r}.")
-    if fd_eps is not None and not (math.isfinite(fd_eps) and fd_eps > 0):
-        raise ValueError(f"`fd_eps` must be finite and positive, got {fd_eps}.")
+    if fd_eps is not None:
+        check_real(fd_eps, "fd_eps", lo=0, lo_open=True)
     return JVPOperator(f, t, x, method, fd_eps)
 
 

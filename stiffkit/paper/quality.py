@@ -9,9 +9,10 @@ from the same states (docs/theory/quality.md). :func:`compare` does exactly that
 row per
 run, plus a row of exact samples whose metrics are the noise floors.
 
-Everything random derives from one ``seed``: the initial states use per-sample seeds
-``seed · SEED_STRIDE + i`` (sample i does not depend on the batch size, so a quick run's
-samples are the first rows of a full run's), and the truth draw, the floor draw and the
+Everything random derives from one ``seed``: the initial states use the per-sample seeds
+``seed · SEED_STRIDE + i`` of :func:`stiffkit.diffusion.noise.run_seeds` (sample i does not
+depend on the batch size, so a quick run's samples are the first rows of a full run's), and the
+truth draw, the floor draw and the
 metrics' directions/resampling come from independent streams of ``SeedSequence(seed)``. All
 methods share the metric seed (common random numbers: the same sliced-Wasserstein directions).
 """
@@ -30,9 +31,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_int
+from stiffkit._utils import check_int, check_real
 from stiffkit._utils import progress as progress_bar
 from stiffkit.diffusion.metrics import DEFAULT_NUM_BOOTSTRAP, MetricSettings, evaluate
+from stiffkit.diffusion.noise import SEED_STRIDE, run_seeds, sub_seed, torch_generator
 from stiffkit.diffusion.samplers import REFERENCE_STEPS, reference_sample, sample_final
 from stiffkit.paper.toy import GUIDED_METHODS, ToyWorld
 
@@ -63,9 +65,6 @@ PAPER_SETTINGS: dict[tuple[bool, int], tuple[float, float]] = {
 }
 #: The paper's 32-step w_stiff sweep (w_con 0.5).
 PAPER_W_STIFF_32 = (0.5, 1.0, 1.5, 2.0, 2.5)
-#: Initial state ``i`` of base seed ``s`` uses the per-sample seed ``s · SEED_STRIDE + i``,
-#: so different base seeds never share a start as long as ``num_samples < SEED_STRIDE``.
-SEED_STRIDE = 10**7
 #: Label of the exact-sample row of :func:`compare` (its metrics are the noise floors).
 EXACT_LABEL = "exact samples"
 #: Metric columns whose exact-sample value :func:`compare` copies into ``{name}_floor``.
@@ -118,9 +117,7 @@ class Method:
         if self.guidance not in GUIDED_METHODS:
             raise ValueError(f"`guidance` must be one of {GUIDED_METHODS}, got {self.guidance!r}.")
         for name in ("w_stiff", "w_con"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"`{name}` must be a finite non-negative number, got {value!r}.")
+            check_real(getattr(self, name), name, lo=0)
 
     @property
     def erk(self) -> bool:
@@ -260,8 +257,8 @@ def compare(
             raise TypeError(f"`plan` must hold (num_steps, Method) pairs, got {item!r}.")
     x_init = _initial_states(world, num_samples, seed)
     ss_truth, ss_exact, ss_metric = np.random.SeedSequence(seed).spawn(3)
-    truth = world.exact.sample(num_samples, 0.0, generator=_generator(ss_truth))
-    metric_seed = int(ss_metric.generate_state(1, np.uint32)[0])
+    truth = world.exact.sample(num_samples, 0.0, generator=torch_generator(ss_truth))
+    metric_seed = sub_seed(ss_metric)
 
     def score(samples: Tensor, reference: Tensor | None) -> dict[str, Any]:
         row = evaluate(samples, world.exact, reference=reference, truth=truth, seed=metric_seed,
@@ -294,7 +291,7 @@ def compare(
                      "network_calls": run.network_calls, "sampler_seconds": run.seconds,
                      "gate_rate": run.gate_rate, "rho_median": run.rho_median, **scored[key]})
     if include_exact:
-        exact = world.exact.sample(num_samples, 0.0, generator=_generator(ss_exact))
+        exact = world.exact.sample(num_samples, 0.0, generator=torch_generator(ss_exact))
         floor = score(exact, None)
         rows.append({"method": EXACT_LABEL, "guidance": "none", "w_stiff": float("nan"),
                      "w_con": float("nan"), "oracle": None, "solver": None, "num_steps": 0,
@@ -343,21 +340,15 @@ def time_methods(
 
 def _initial_states(world: ToyWorld, num_samples: int, seed: int) -> Tensor:
     """Exact samples of ``p_{σ_max}``, sample i from the per-sample seed
-    ``seed·SEED_STRIDE + i``."""
-    if num_samples >= SEED_STRIDE:
-        raise ValueError(f"`num_samples` must be below SEED_STRIDE = {SEED_STRIDE}.")
+    ``seed·SEED_STRIDE + i`` (:func:`~stiffkit.diffusion.noise.run_seeds`)."""
+    if num_samples > SEED_STRIDE:
+        raise ValueError(f"`num_samples` must be at most SEED_STRIDE = {SEED_STRIDE}, "
+                         f"got {num_samples}.")
     dtype = next(world.main.parameters()).dtype
-    start = seed * SEED_STRIDE
-    return world.initial_state(range(start, start + num_samples), dtype=dtype)
+    return world.initial_state(run_seeds(seed, num_samples), dtype=dtype)
 
 
 def _describe(method: Method) -> dict[str, Any]:
     d = asdict(method)
     d["method"] = d.pop("label")
     return {k: d[k] for k in ("method", "guidance", "w_stiff", "w_con", "oracle", "solver")}
-
-
-def _generator(ss: np.random.SeedSequence) -> torch.Generator:
-    gen = torch.Generator()
-    gen.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
-    return gen

@@ -1,4 +1,4 @@
-"""Input checks shared by the test problems (arrays, states, real scalars)."""
+"""Input checks shared by the test problems (arrays, states); scalars use ``check_real``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_tensor
+from stiffkit._utils import check_tensor
 
-__all__ = ["array_input", "state_input", "real_scalar"]
+__all__ = ["array_input", "state_input"]
 
 
 def array_input(v: Any, name: str, shape: tuple[int | None, ...], *, allow_complex: bool = False,
@@ -39,14 +39,3 @@ def state_input(x: Any, n: int, name: str = "x") -> Tensor:
         raise ValueError(f"`{name}` must have shape [batch, {n}], got {tuple(x.shape)}.")
     return x
 
-
-def real_scalar(v: Any, name: str) -> float:
-    """Return `v` as a finite python float; complex or non-numeric input raises."""
-    if isinstance(v, complex | np.complexfloating | bool):
-        raise ValueError(f"`{name}` must be a real number, got {v!r}.")
-    try:
-        out = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a real number, got {v!r}.") from None
-    check_finite(out, name)
-    return out

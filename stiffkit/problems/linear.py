@@ -16,8 +16,8 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_int
-from stiffkit.problems._inputs import array_input, real_scalar, state_input
+from stiffkit._utils import check_finite, check_int, check_real
+from stiffkit.problems._inputs import array_input, state_input
 
 __all__ = [
     "LinearProblem", "symmetric_linear", "symmetric_with_gap", "complex_pair_linear",
@@ -116,7 +116,7 @@ class LinearProblem:
             In ``x0``'s dtype and device; computed in float64 with ``scipy.linalg.expm``.
         """
         check_finite(state_input(x0, self.dim, "x0"), "x0")
-        t0 = real_scalar(t0, "t0")
+        t0 = check_real(t0, "t0")
         times = np.asarray(t1.detach().cpu() if isinstance(t1, Tensor) else t1, dtype=np.float64)
         if times.ndim > 1 or not np.isfinite(times).all():
             raise ValueError("`t1` must be a finite scalar or 1-D sequence of times.")
@@ -166,12 +166,8 @@ def symmetric_with_gap(n: int, lambda_max: float, gap: float, *, sign: int = -1,
     Requires ``n >= 1``, ``lambda_max > 0``, ``0 < gap < 1`` and ``sign`` in ``{-1, 1}``.
     """
     n = check_int(n, "n")
-    lambda_max = real_scalar(lambda_max, "lambda_max")
-    if lambda_max <= 0:
-        raise ValueError("`lambda_max` must be positive.")
-    gap = real_scalar(gap, "gap")
-    if not 0 < gap < 1:
-        raise ValueError(f"`gap` must lie in (0, 1), got {gap}.")
+    lambda_max = check_real(lambda_max, "lambda_max", lo=0, lo_open=True)
+    gap = check_real(gap, "gap", lo=0, hi=1, lo_open=True, hi_open=True)
     if sign not in (-1, 1):
         raise ValueError(f"`sign` must be -1 or 1, got {sign!r}.")
     rng = np.random.default_rng(seed)
@@ -228,9 +224,7 @@ def nonnormal_linear(eigenvalues: ArrayLike, cond: float, *, seed: int = 0,
         ``>= 1``; must be 1 when ``n = 1``.
     """
     lam = array_input(eigenvalues, "eigenvalues", (None,))
-    cond = real_scalar(cond, "cond")
-    if cond < 1:
-        raise ValueError(f"`cond` must be >= 1, got {cond}.")
+    cond = check_real(cond, "cond", lo=1)
     n = lam.size
     if n == 1 and cond != 1:
         raise ValueError("`cond` must be 1 for a 1-dimensional problem.")
@@ -248,8 +242,8 @@ def jordan_like_linear(lam: float, coupling: float, n: int) -> LinearProblem:
     `coupling`): a classic strongly non-normal matrix, with ``‖A‖₂ ≈ |λ| + |coupling|`` far
     above the spectral radius ``|λ|`` when ``|coupling| ≫ |λ|``. No eigenvectors are stored.
     """
-    lam = real_scalar(lam, "lam")
-    coupling = real_scalar(coupling, "coupling")
+    lam = check_real(lam, "lam")
+    coupling = check_real(coupling, "coupling")
     n = check_int(n, "n")
     A = lam * np.eye(n) + coupling * np.eye(n, k=1)
     return LinearProblem(A, None, np.full(n, lam))
@@ -263,5 +257,5 @@ def dahlquist(lam: float) -> LinearProblem:
     """
     if isinstance(lam, complex | np.complexfloating):
         raise ValueError("`lam` must be real; use `complex_pair_linear([lam])` for complex λ.")
-    lam = real_scalar(lam, "lam")
+    lam = check_real(lam, "lam")
     return LinearProblem(np.array([[lam]]), None, np.array([lam]), np.eye(1))

@@ -18,7 +18,8 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
-from stiffkit.problems._inputs import array_input, real_scalar, state_input
+from stiffkit._utils import check_real
+from stiffkit.problems._inputs import array_input, state_input
 
 __all__ = ["NonlinearProblem", "van_der_pol", "robertson"]
 
@@ -107,8 +108,8 @@ class NonlinearProblem:
         t0, t1 = self.t_span
         if te.size == 0 or np.any(np.diff(te) < 0) or te[0] < t0 or te[-1] > t1:
             raise ValueError("`t_eval` must be non-empty, non-decreasing and within `t_span`.")
-        if not (real_scalar(rtol, "rtol") > 0 and real_scalar(atol, "atol") > 0):
-            raise ValueError("`rtol` and `atol` must be positive.")
+        check_real(rtol, "rtol", lo=0, lo_open=True)
+        check_real(atol, "atol", lo=0, lo_open=True)
         key = (tuple(sorted(self.params.items())), tuple(self.x0.tolist()), t0)
         return _reference(self.rhs, self.jac_numpy, *key, tuple(te.tolist()), float(rtol),
                           float(atol)).copy()
@@ -129,9 +130,7 @@ def van_der_pol(mu: float = 1000.0, x0: Sequence[float] = (2.0, 0.0),
     For large ``μ`` the limit cycle has period ``≈ (3 − 2 ln 2) μ`` and the stiff Jacobian
     eigenvalue is ``≈ μ(1 − x1²)`` on the slow branches (Hairer & Wanner, Vol. II, §IV.1).
     """
-    mu = real_scalar(mu, "mu")
-    if mu <= 0:
-        raise ValueError("`mu` must be positive.")
+    mu = check_real(mu, "mu", lo=0, lo_open=True)
     return NonlinearProblem("van_der_pol", array_input(x0, "x0", (2,)), t_span, {"mu": mu},
                             _vdp_rhs, _vdp_jac)
 

@@ -2,7 +2,8 @@
 
 Samples arrive as torch tensors or numpy arrays ``[n, *dims]`` and leave as float64 numpy
 arrays ``[n, D]`` (all non-batch dims flattened); every check raises an exception naming the
-argument. Integer counts go through :func:`stiffkit._utils.check_int`.
+argument. Integer counts go through :func:`stiffkit._utils.check_int`, real scalars through
+:func:`stiffkit._utils.check_real` (the helpers below only name its bounds).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stiffkit._utils import check_real
 from stiffkit.diffusion.mixtures import GaussianMixture
 
 #: Size (in float64 entries) of one chunk's distance/projection block: 32 MiB.
@@ -71,9 +73,8 @@ def _check_dim(x: np.ndarray, dim: int, name: str, other: str) -> None:
 
 
 def _check_fraction(v: Any, name: str) -> float:
-    if not isinstance(v, (int, float)) or not 0.0 < float(v) < 1.0:
-        raise ValueError(f"`{name}` must lie strictly between 0 and 1, got {v!r}.")
-    return float(v)
+    """Return `v` as a float, raising unless it is a real number strictly between 0 and 1."""
+    return check_real(v, name, lo=0, hi=1, lo_open=True, hi_open=True)
 
 
 def _check_choice(v: Any, name: str, choices: tuple[str, ...]) -> str:
@@ -84,11 +85,10 @@ def _check_choice(v: Any, name: str, choices: tuple[str, ...]) -> str:
 
 def _check_order(p: Any, name: str) -> None:
     """Raise unless `p` is a finite real number ≥ 1 (the order of a Wasserstein distance)."""
-    if not (isinstance(p, (int, float)) and math.isfinite(p) and p >= 1):
-        raise ValueError(f"`{name}` must be a finite number ≥ 1, got {p!r}.")
+    check_real(p, name, lo=1)
 
 
 def _check_threshold(v: Any, name: str) -> None:
     """Raise unless `v` is None or a finite real number."""
-    if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
-        raise ValueError(f"`{name}` must be a finite number, got {v!r}.")
+    if v is not None:
+        check_real(v, name)

@@ -12,11 +12,11 @@ import math
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
 from stiffkit._utils import check_int
 from stiffkit.diffusion.metrics._inputs import _check_choice, _check_fraction
 from stiffkit.diffusion.mixtures import GaussianMixture
+from stiffkit.diffusion.noise import torch_generator
 
 __all__ = ["Estimate"]
 
@@ -63,8 +63,7 @@ def _seed_sequence(seed: Any) -> np.random.SeedSequence:
 
 def _draw(gmm: GaussianMixture, n: int, ss: np.random.SeedSequence) -> np.ndarray:
     """Draw ``n`` exact samples of ``p_0`` with a private torch generator seeded from ``ss``."""
-    gen = torch.Generator(device=gmm.means.device)
-    gen.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+    gen = torch_generator(ss, device=gmm.means.device)
     return gmm.sample(n, 0.0, generator=gen).cpu().numpy()
 
 

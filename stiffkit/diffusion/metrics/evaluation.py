@@ -56,6 +56,7 @@ from stiffkit.diffusion.metrics.transport import (
     _sw_point,
 )
 from stiffkit.diffusion.mixtures import GaussianMixture
+from stiffkit.diffusion.noise import sub_seed
 
 __all__ = ["COLUMNS", "MetricSettings", "evaluate", "noise_floor"]
 
@@ -357,5 +358,5 @@ def noise_floor(
     cfg = _resolve_settings(settings, overrides)
     ss_x, ss_t, ss_eval = _seed_sequence(seed).spawn(3)
     x, t = _draw(gmm, n, ss_x), _draw(gmm, num_truth, ss_t)
-    seed_eval = int(ss_eval.generate_state(1, np.uint32)[0])
+    seed_eval = sub_seed(ss_eval)
     return evaluate(x, gmm, truth=t, seed=seed_eval, settings=cfg, noise_floor=False)
