@@ -41,6 +41,7 @@ from stiffkit.estimators.pair import PAIR_EPS
 
 __all__ = [
     "W_STIFF_THEORY",
+    "check_correction_sign",
     "ErkGuid",
     "ErkPair",
     "ErkCorrection",
@@ -63,6 +64,17 @@ Oracle = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
 OracleSpec = None | str | Oracle
 #: The named oracles: :func:`stiffkit.estimators.dominant_eig` methods.
 ORACLE_METHODS = ("dense", "power", "arpack")
+
+
+def check_correction_sign(sign: float | None) -> float | None:
+    """Return `sign` (−1, +1 or None) unchanged, raising ``ValueError`` for anything else.
+
+    The one check of a correction sign: :class:`ErkGuid`'s override and a solver's default
+    (:class:`stiffkit.diffusion.samplers.Solver`).
+    """
+    if sign is not None and sign not in (-1, 1):
+        raise ValueError(f"`correction_sign` must be -1, +1 or None, got {sign!r}.")
+    return sign
 
 
 @dataclass(frozen=True)
@@ -89,7 +101,8 @@ class ErkGuid:
         Replace ``ρ̂`` and ``v̂`` by the exact dominant eigenpair of ``∂f/∂x`` at the step's
         start (``callable(sigma, x) -> (|λ₁|, v₁)``, e.g. :func:`mixture_oracle`), on the
         steps where the pair would be used — separating the estimator's quality from the
-        correction's. Costs Jacobian products (not denoiser evaluations).
+        correction's. Its Jacobian products are not counted in ``nfe``, though for a
+        learned denoiser each of them does evaluate the network.
 
     Raises
     ------
@@ -110,10 +123,7 @@ class ErkGuid:
         if self.w_stiff < 0:
             raise ValueError(f"`w_stiff` must be non-negative, got {self.w_stiff}.")
         check_positive(float(self.eps), "eps")
-        if self.correction_sign is not None and self.correction_sign not in (-1, 1):
-            raise ValueError(
-                f"`correction_sign` must be -1, +1 or None, got {self.correction_sign!r}."
-            )
+        check_correction_sign(self.correction_sign)
         oracle = self.oracle
         if not (oracle is None or callable(oracle) or oracle in ORACLE_METHODS):
             raise ValueError(

@@ -15,6 +15,7 @@ import stiffkit
 from stiffkit.diffusion.erk import (
     W_STIFF_THEORY,
     ErkGuid,
+    check_correction_sign,
     erk_guid_correction,
     mixture_oracle,
     resolve_oracle,
@@ -49,6 +50,24 @@ def test_erk_guid_settings_are_one_frozen_value():
 def test_erk_guid_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ErkGuid(**kwargs)
+
+
+def test_one_check_of_the_correction_sign_for_settings_and_solvers():
+    from stiffkit.diffusion.samplers import Solver
+    from stiffkit.diffusion.samplers.euler import euler_step
+    from stiffkit.diffusion.samplers.solvers import tableau_boundaries
+
+    assert check_correction_sign(None) is None and check_correction_sign(-1) == -1
+    assert check_correction_sign(1.0) == 1.0
+    for bad in (0, 0.5, 2, "+1"):
+        with pytest.raises(ValueError) as want:
+            check_correction_sign(bad)
+        assert "`correction_sign` must be -1, +1 or None" in str(want.value)
+        with pytest.raises(ValueError) as from_settings:
+            ErkGuid(correction_sign=bad)
+        with pytest.raises(ValueError) as from_solver:
+            Solver("x", euler_step, tableau_boundaries("euler"), correction_sign=bad)
+        assert str(from_settings.value) == str(from_solver.value) == str(want.value)
 
 
 def test_resolve_oracle():

@@ -23,8 +23,10 @@ stiffness indicator for each of them. :func:`reference_sample` (:mod:`~.referenc
 converged solve that endpoint errors are measured against.
 
 Adding a solver: write its step and boundary functions (the protocols are in
-:mod:`~.solvers`) and :func:`register_solver` a :class:`Solver`; :func:`sample` then takes
-its name.
+:mod:`~.solvers`) and :func:`register_solver` a :class:`Solver`, declaring its options with
+their defaults (``options={"c": 0.5}``) and, optionally, their check (``check_options``);
+:func:`sample` then takes its name and ``solver_options={"c": ...}``, with no change to the
+driver. An option the chosen solver does not declare is a ``ValueError`` naming it.
 """
 
 from stiffkit.diffusion.samplers.deis import DEIS, DEIS_MAX_ORDER, deis_coefficients

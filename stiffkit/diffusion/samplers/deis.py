@@ -20,6 +20,7 @@ variable-step method (constant steps give Adams–Bashforth's 2, 1, 6/11, 3/10).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from stiffkit.diffusion.samplers.solvers import Solver, StepOut
 __all__ = [
     "DEIS_MAX_ORDER",
     "check_max_order",
+    "check_deis_options",
     "deis_coefficients",
     "deis_step",
     "deis_boundaries",
@@ -54,6 +56,11 @@ def check_max_order(max_order: int) -> int:
     if check_int(max_order, "max_order") > 4:
         raise ValueError(f"`max_order` must be an integer in [1, 4], got {max_order!r}.")
     return int(max_order)
+
+
+def check_deis_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Return DEIS's options ``{"max_order": ...}`` checked (:func:`check_max_order`)."""
+    return {"max_order": check_max_order(options["max_order"])}
 
 
 def deis_coefficients(sigmas: list[float], sigma_next: float) -> list[float]:
@@ -169,4 +176,5 @@ def deis_boundaries(sigmas: Tensor, *, max_order: int = DEIS_MAX_ORDER) -> Tenso
     return torch.tensor(out, dtype=torch.float64)
 
 
-DEIS = Solver("deis", deis_step, deis_boundaries, correction_sign=+1.0, options=("max_order",))
+DEIS = Solver("deis", deis_step, deis_boundaries, correction_sign=+1.0,
+              options={"max_order": DEIS_MAX_ORDER}, check_options=check_deis_options)

@@ -25,7 +25,7 @@ from stiffkit.diffusion.erk import ErkPair
 from stiffkit.diffusion.samplers.drift import Drift
 from stiffkit.diffusion.samplers.solvers import Solver, StepOut
 
-__all__ = ["DPM2_R", "check_r", "dpm2_step", "dpm2_boundaries", "DPM2"]
+__all__ = ["DPM2_R", "check_r", "check_dpm2_options", "dpm2_step", "dpm2_boundaries", "DPM2"]
 
 #: DPM-Solver-2's intermediate point ``σ_mid = σ_{i+1}^r σ_i^{1−r}``.
 DPM2_R = 0.5
@@ -36,6 +36,11 @@ def check_r(r: float) -> float:
     if not 0 < r <= 1:
         raise ValueError(f"`r` must lie in (0, 1], got {r}.")
     return float(r)
+
+
+def check_dpm2_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Return DPM-Solver-2's options ``{"r": ...}`` checked (:func:`check_r`)."""
+    return {"r": check_r(options["r"])}
 
 
 def dpm2_step(drift: Drift, x: Tensor, f: Tensor, sigma: Tensor, sigma_next: Tensor,
@@ -67,4 +72,5 @@ def dpm2_boundaries(sigmas: Tensor, *, r: float = DPM2_R) -> Tensor:
     return 2 * r / theta
 
 
-DPM2 = Solver("dpm2", dpm2_step, dpm2_boundaries, correction_sign=-1.0, options=("r",))
+DPM2 = Solver("dpm2", dpm2_step, dpm2_boundaries, correction_sign=-1.0,
+              options={"r": DPM2_R}, check_options=check_dpm2_options)

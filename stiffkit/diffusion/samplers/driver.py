@@ -7,14 +7,20 @@ step, ``x_N = D(x_{N−1}; σ_{N−1})``, as in EDM; otherwise every step is of 
 solver.
 
 Per step the driver evaluates ``f`` at the step's start, calls the solver's step function
-(:mod:`~stiffkit.diffusion.samplers.solvers`), applies ERK-Guid with the pair the step
-returned (no extra evaluation), records, calls back and advances the progress bar.
+(:mod:`~stiffkit.diffusion.samplers.solvers`) with the options the solver declares, applies
+ERK-Guid with the pair the step returned (no extra evaluation), records, calls back and
+advances the progress bar. It knows no solver by name: a registered one gets the same loop.
+
+:func:`sample` and :func:`sample_final` take the same arguments, written once (with their
+defaults and checks) in one private function; each is a thin wrapper over it.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -28,8 +34,6 @@ from stiffkit.diffusion.erk import (
     erk_guid_correction,
     resolve_oracle,
 )
-from stiffkit.diffusion.samplers.deis import DEIS_MAX_ORDER, check_max_order
-from stiffkit.diffusion.samplers.dpm2 import DPM2_R, check_r
 from stiffkit.diffusion.samplers.drift import Denoiser, denoise, pf_ode_drift, to_d
 from stiffkit.diffusion.samplers.euler import EULER, euler_step
 from stiffkit.diffusion.samplers.solvers import Solver, get_solver, list_solvers
@@ -42,6 +46,8 @@ __all__ = ["sample", "sample_final", "Callback"]
 #: Called after every step with ``i, sigma, sigma_next, x, denoised, drift, x_next, rho, beta``.
 Callback = Callable[[dict[str, Any]], None]
 _DEFAULT_ERK = ErkGuid()
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def _erk_config(erk: ErkGuid | None, w_stiff: float, w_con: float, eps: float,
@@ -65,30 +71,112 @@ def _check_inputs(denoiser: Denoiser, x_init: Tensor) -> None:
     check_finite(x_init, "x_init")
 
 
-def _prepare(denoiser, x_init, solver, erk, r, max_order) -> tuple[Solver, dict[str, Any]]:
-    """Validate everything but the grid; return the solver and the options it takes."""
+def _with_shorthands(solver_options: Mapping[str, Any] | None,
+                     **shorthands: Any) -> Mapping[str, Any] | None:
+    """Merge the option keywords given (not None) into `solver_options`, refusing both."""
+    given = {key: value for key, value in shorthands.items() if value is not None}
+    if not given:
+        return solver_options
+    if solver_options is None:
+        return given
+    if not isinstance(solver_options, Mapping):
+        raise TypeError(
+            f"`solver_options` must be a mapping, got {type(solver_options).__name__}."
+        )
+    twice = sorted(set(given) & set(solver_options))
+    if twice:
+        raise TypeError(f"Give `{twice[0]}` as a keyword or in `solver_options`, not both.")
+    return {**solver_options, **given}
+
+
+class _Run(NamedTuple):
+    """A checked call of :func:`sample` / :func:`sample_final` (the grid is checked later)."""
+
+    denoiser: Denoiser
+    x_init: Tensor
+    sigmas: Any
+    solver: Solver
+    options: dict[str, Any]
+    erk: ErkGuid
+    callback: Callback | None
+    progress: bool
+
+
+def _configure(
+    denoiser: Denoiser,
+    x_init: Tensor,
+    sigmas,
+    *,
+    solver: str | Solver = "heun",
+    erk: ErkGuid | None = None,
+    w_stiff: float = 0.0,
+    w_con: float = 0.0,
+    eps: float = PAIR_EPS,
+    oracle: OracleSpec = None,
+    correction_sign: float | None = None,
+    solver_options: Mapping[str, Any] | None = None,
+    r: float | None = None,
+    max_order: int | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> _Run:
+    """Check the arguments of :func:`sample` (documented there): the one place they live.
+
+    `r` and `max_order` are shorthands for ``solver_options={"r": ...}`` /
+    ``{"max_order": ...}``; None means not given.
+    """
+    erk = _erk_config(erk, w_stiff, w_con, eps, oracle, correction_sign)
     _check_inputs(denoiser, x_init)
     spec = get_solver(solver)
-    options = {"r": check_r(r), "max_order": check_max_order(max_order)}
+    options = spec.resolve_options(_with_shorthands(solver_options, r=r, max_order=max_order))
     if erk.needs_pair and not spec.has_pair:
         with_pair = tuple(n for n in list_solvers() if get_solver(n).has_pair)
         raise ValueError(
             f"`solver={spec.name!r}` has no embedded pair: ERK-Guid needs one of {with_pair}."
         )
-    return spec, {k: options[k] for k in spec.options}
+    return _Run(denoiser, x_init, sigmas, spec, options, erk, callback, bool(progress))
 
 
-def _integrate(denoiser: Denoiser, x_init: Tensor, sigmas, solver: Solver,
-               options: Mapping[str, Any], erk: ErkGuid, callback: Callback | None,
-               show_progress: bool, record: bool):
+def _takes_arguments_of(
+    configure: Callable[_P, _Run],
+) -> Callable[[Callable[[_Run], _R]], Callable[_P, _R]]:
+    """Make a function of a :class:`_Run` callable with `configure`'s arguments.
+
+    The wrapper binds its arguments to `configure`'s signature (an unexpected keyword is a
+    ``TypeError`` naming the public function), runs `configure` and hands the result to
+    the wrapped function; it shows `configure`'s signature (``help``, autodoc).
+    """
+    signature = inspect.signature(configure)
+
+    def decorate(body: Callable[[_Run], _R]) -> Callable[_P, _R]:
+        @functools.wraps(body)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as err:
+                raise TypeError(f"{body.__name__}() {err}") from None
+            return body(configure(*bound.args, **bound.kwargs))
+
+        returns = inspect.signature(body).return_annotation
+        wrapper.__signature__ = signature.replace(return_annotation=returns)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _integrate(run: _Run, record: bool):
     """The sampling loop shared by :func:`sample` and :func:`sample_final`."""
-    grid = check_sigmas(sigmas)
+    denoiser, x_init, solver, options, erk = (run.denoiser, run.x_init, run.solver,
+                                              run.options, run.erk)
+    callback = run.callback
+    grid = check_sigmas(run.sigmas)
     sig = grid.to(device=x_init.device, dtype=x_init.dtype)
     if not bool((sig[1:] < sig[:-1]).all()):
         raise ValueError(f"`sigmas` is not strictly decreasing in {x_init.dtype}.")
     drift_fn = pf_ode_drift(denoiser)
     oracle_fn = resolve_oracle(erk.oracle, drift_fn)
     sign = erk.sign_for(solver.correction_sign if solver.has_pair else -1.0)
+    diagnose = record or callback is not None  # someone reads ρ̂ without a correction
     N = sig.shape[0] - 1
     nfe = 0
 
@@ -111,19 +199,22 @@ def _integrate(denoiser: Denoiser, x_init: Tensor, sigmas, solver: Solver,
     zero_batch = torch.zeros_like(nan_batch)
 
     x, carry = x_init, None
-    steps = progress_bar(range(N), enabled=show_progress, desc=f"{solver.name} sampler",
+    steps = progress_bar(range(N), enabled=run.progress, desc=f"{solver.name} sampler",
                          unit="step")
     for i in steps:
         s, s_next = sig[i], sig[i + 1]
         den, f = evaluate(x, s)
-        step = euler_step if bool(s_next == 0) else solver.step
-        out = step(drift, x, f, s, s_next, carry, **({} if step is euler_step else options))
+        if bool(s_next == 0):  # the drift is singular at σ = 0: an Euler step lands on D
+            out = euler_step(drift, x, f, s, s_next, carry)
+        else:
+            out = solver.step(drift, x, f, s, s_next, carry, **options)
         x_next, pair, carry = out.x_next, out.pair, out.carry
 
         # ERK-Guid: the pair is free; ρ̂ is recorded even when no correction is applied.
         rho_diag, beta_diag, norm_diag = nan_batch, zero_batch, zero_batch
         if pair is not None and not erk.needs_pair:
-            rho_diag = secant_ratio(pair.df, pair.dx, erk.eps)
+            if diagnose:
+                rho_diag = secant_ratio(pair.df, pair.dx, erk.eps)
         elif pair is not None:
             kw = dict(w_stiff=erk.w_stiff, w_con=erk.w_con, sign=sign, eps=erk.eps)
             if oracle_fn is not None:
@@ -162,23 +253,10 @@ def _step_boundaries(solver: Solver, options: Mapping[str, Any], sig: Tensor) ->
     return torch.cat(parts)
 
 
-def sample(
-    denoiser: Denoiser,
-    x_init: Tensor,
-    sigmas,
-    *,
-    solver: str | Solver = "heun",
-    erk: ErkGuid | None = None,
-    w_stiff: float = 0.0,
-    w_con: float = 0.0,
-    eps: float = PAIR_EPS,
-    oracle: OracleSpec = None,
-    correction_sign: float | None = None,
-    r: float = DPM2_R,
-    max_order: int = DEIS_MAX_ORDER,
-    callback: Callback | None = None,
-    progress: bool = False,
-) -> Trajectory:
+# Both are called as ``f(denoiser, x_init, sigmas, **keywords)``: the decorator gives them
+# the signature of :func:`_configure`, where every keyword and its default is written once.
+@_takes_arguments_of(_configure)
+def sample(run: _Run) -> Trajectory:
     """Sample the probability-flow ODE from `x_init` down the grid `sigmas`, with ERK-Guid.
 
     Parameters
@@ -193,8 +271,8 @@ def sample(
         Strictly decreasing levels, positive except a possible final 0
         (:func:`edm_sigmas`).
     solver : {"heun", "euler", "dpm2", "deis"} or Solver
-        EDM's Heun (``2N − 1`` evaluations on an EDM grid), Euler, DPM-Solver-2 (``r``) or
-        DEIS's tAB multistep (``max_order``); any registered name
+        EDM's Heun (``2N − 1`` evaluations on an EDM grid), Euler, DPM-Solver-2 (option
+        ``r``) or DEIS's tAB multistep (option ``max_order``); any registered name
         (:func:`~stiffkit.diffusion.samplers.register_solver`) or a :class:`Solver`.
     erk : ErkGuid, optional
         ERK-Guid's settings as one value; or give them as the keywords below (not both).
@@ -202,10 +280,16 @@ def sample(
         The fields of :class:`~stiffkit.diffusion.erk.ErkGuid` (strength ≥ 0, where 0
         reproduces the plain solver bit for bit; gate; pair guard; exact-eigenpair oracle;
         sign override of :data:`DEFAULT_CORRECTION_SIGN`).
-    r : float
-        DPM-Solver-2's intermediate level exponent, in (0, 1].
-    max_order : int
-        DEIS's number of drifts in the extrapolation (1 … 4).
+    solver_options : mapping, optional
+        Options of the solver (:attr:`Solver.options`; unset ones take its defaults), e.g.
+        ``{"r": 0.3}`` for ``"dpm2"``. An option the solver does not take is a
+        ``ValueError`` naming it.
+    r : float, optional
+        Shorthand for ``solver_options={"r": r}``: DPM-Solver-2's intermediate level
+        exponent, in (0, 1] (default :data:`DPM2_R` = 0.5).
+    max_order : int, optional
+        Shorthand for ``solver_options={"max_order": max_order}``: DEIS's number of drifts
+        in the extrapolation, 1 … 4 (default :data:`DEIS_MAX_ORDER` = 4).
     callback : callable, optional
         Called after every step with a dict: ``i, sigma, sigma_next, x, denoised, drift,
         x_next, rho, beta``.
@@ -224,11 +308,18 @@ def sample(
         per-step diagnostics ``[N, batch]``: ``erk_rho`` (the ρ used or estimated at step i;
         NaN without a pair), ``erk_beta`` (the gate), ``erk_correction_norm``.
         :func:`stiffkit.analyze` works on it directly.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: a bad grid, state, ERK-Guid setting or solver option; an
+        option the solver does not take; ERK-Guid with a solver that has no pair.
+    TypeError
+        An unexpected keyword, a non-callable denoiser, ERK-Guid given both ways, an option
+        given both as a keyword and in `solver_options`.
     """
-    erk = _erk_config(erk, w_stiff, w_con, eps, oracle, correction_sign)
-    spec, options = _prepare(denoiser, x_init, solver, erk, r, max_order)
-    x, sig, rec, diag, nfe, drift = _integrate(denoiser, x_init, sigmas, spec, options, erk,
-                                               callback, progress, record=True)
+    x, sig, rec, diag, nfe, drift = _integrate(run, record=True)
+    spec = run.solver
     pair_states = torch.stack(rec["pair_states"]) if spec.records_pair else None
     return Trajectory(
         times=sig,
@@ -239,29 +330,27 @@ def sample(
         pair_drifts=torch.stack(rec["pair_drifts"]) if spec.records_pair else None,
         f=drift,
         tableau=spec.tableau,
-        stability_boundaries=_step_boundaries(spec, options, sig),
+        stability_boundaries=_step_boundaries(spec, run.options, sig),
         diagnostics={k: torch.stack(v) for k, v in diag.items()},
         nfe=nfe,
         time_name="sigma",
     )
 
 
-def sample_final(denoiser: Denoiser, x_init: Tensor, sigmas, **kwargs: Any) -> tuple[Tensor, int]:
+@_takes_arguments_of(_configure)
+def sample_final(run: _Run) -> tuple[Tensor, int]:
     """Like :func:`sample` but keep nothing but the result: return ``(x_N, nfe)``.
 
-    Takes :func:`sample`'s keywords. Memory stays O(batch · dims) whatever the number of
-    steps (for throughput runs).
+    Takes :func:`sample`'s arguments and returns ``sample(...).states[-1]`` bit for bit,
+    with the same ``nfe``. Memory stays O(batch · dims) whatever the number of steps, and
+    without a callback the unused ρ̂ diagnostic is not computed (for throughput runs).
+
+    Returns
+    -------
+    x : Tensor, [batch, *dims]
+        The sample at ``sigmas[-1]``.
+    nfe : int
+        Denoiser calls.
     """
-    defaults = dict(solver="heun", erk=None, w_stiff=0.0, w_con=0.0, eps=PAIR_EPS, oracle=None,
-                    correction_sign=None, r=DPM2_R, max_order=DEIS_MAX_ORDER, callback=None,
-                    progress=False)
-    unknown = set(kwargs) - set(defaults)
-    if unknown:
-        raise TypeError(f"sample_final() got unexpected keyword arguments {sorted(unknown)}.")
-    kw = {**defaults, **kwargs}
-    erk = _erk_config(kw["erk"], kw["w_stiff"], kw["w_con"], kw["eps"], kw["oracle"],
-                      kw["correction_sign"])
-    spec, options = _prepare(denoiser, x_init, kw["solver"], erk, kw["r"], kw["max_order"])
-    x, _, _, _, nfe, _ = _integrate(denoiser, x_init, sigmas, spec, options, erk,
-                                    kw["callback"], kw["progress"], record=False)
+    x, _, _, _, nfe, _ = _integrate(run, record=False)
     return x, nfe

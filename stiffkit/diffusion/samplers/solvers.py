@@ -3,10 +3,11 @@
 A solver is a :class:`Solver`: one *step function* that advances the state from σ to
 σ_next, one function giving the real stability boundary of each of its steps on a grid,
 and a few facts the driver needs (its Butcher tableau when it has a fixed one, the sign of
-its ERK-Guid correction, its options). Adding a solver means writing those two functions
-and calling :func:`register_solver`; the driver (:mod:`~stiffkit.diffusion.samplers.driver`)
-applies ERK-Guid, records the :class:`~stiffkit.Trajectory`, calls back and shows progress
-for every solver alike.
+its ERK-Guid correction, its options with their defaults and their check). Adding a solver
+means writing those two functions and calling :func:`register_solver`; the driver
+(:mod:`~stiffkit.diffusion.samplers.driver`) applies ERK-Guid, records the
+:class:`~stiffkit.Trajectory`, calls back and shows progress for every solver alike, and
+hands each solver the options it declares (``sample(..., solver_options={...})``).
 
 **The step protocol**: ``step(drift, x, f, sigma, sigma_next, carry, **options) -> StepOut``
 
@@ -17,8 +18,8 @@ for every solver alike.
   σ = 0 is always an Euler step, taken by the driver);
 * ``carry`` is what the solver's previous step returned (None on the first step): the
   previous Euler point of Heun, the drift history of DEIS;
-* ``options`` are the solver's declared options (``r`` of DPM-Solver-2, ``max_order`` of
-  DEIS).
+* ``options`` are the solver's declared options (:attr:`Solver.options`: ``r`` of
+  DPM-Solver-2, ``max_order`` of DEIS), every one given, already checked.
 
 **The boundary protocol**: ``boundaries(sigmas, **options) -> Tensor [M]`` for a float64
 grid ``sigmas: [M + 1]`` of positive levels gives the real stability interval ``r_n`` of
@@ -30,20 +31,22 @@ correction is not part of the step: the boundary is the plain solver's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from stiffkit.diffusion.erk import ErkPair
+from stiffkit.diffusion.erk import ErkPair, check_correction_sign
 from stiffkit.tableaux import ButcherTableau, get_tableau, real_stability_interval
 
 __all__ = [
     "StepOut",
     "StepFn",
     "BoundaryFn",
+    "OptionsCheck",
     "Solver",
     "register_solver",
     "get_solver",
@@ -79,6 +82,8 @@ class StepOut(NamedTuple):
 StepFn = Callable[..., StepOut]
 #: ``boundaries(sigmas [M + 1] float64, **options) -> Tensor [M] float64``.
 BoundaryFn = Callable[..., Tensor]
+#: ``check_options(options) -> options``: all of a solver's options in, checked ones out.
+OptionsCheck = Callable[[dict[str, Any]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,24 @@ class Solver:
     correction_sign : float, optional
         The default sign of the ERK-Guid correction (−1 or +1); None when the step has no
         embedded pair (ERK-Guid is then refused).
-    options : tuple of str
-        Names of the keyword options the step and boundary functions take.
+    options : mapping of str to object
+        The keyword options the step and boundary functions take, each with its default
+        (``{"r": 0.5}``); stored read-only. Empty: the solver takes none.
     records_pair : bool
         Whether each step's ``point`` is the trajectory's pair (and embedded solution).
+    check_options : callable, optional
+        ``check_options(options) -> options``: given every option (defaults filled in),
+        return them checked and converted, raising ``ValueError`` naming a bad one. None:
+        taken as given. The defaults are checked on construction.
+
+    Raises
+    ------
+    ValueError
+        An empty name, a sign other than ±1 or None, an option name that is not an
+        identifier, a default that `check_options` refuses.
+    TypeError
+        A `step`, `boundaries` or `check_options` that is not callable; `options` not a
+        mapping.
     """
 
     name: str
@@ -110,8 +129,9 @@ class Solver:
     boundaries: BoundaryFn
     tableau: ButcherTableau | None = None
     correction_sign: float | None = None
-    options: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     records_pair: bool = False
+    check_options: OptionsCheck | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -119,13 +139,66 @@ class Solver:
         for field_name in ("step", "boundaries"):
             if not callable(getattr(self, field_name)):
                 raise TypeError(f"`{field_name}` must be callable.")
+        if self.check_options is not None and not callable(self.check_options):
+            raise TypeError("`check_options` must be callable or None.")
         if self.tableau is not None:
             object.__setattr__(self, "tableau", get_tableau(self.tableau))
-        if self.correction_sign is not None and self.correction_sign not in (-1, 1):
-            raise ValueError(
-                f"`correction_sign` must be -1, +1 or None, got {self.correction_sign!r}."
+        check_correction_sign(self.correction_sign)
+        if not isinstance(self.options, Mapping):
+            raise TypeError(
+                "`options` must map each option's name to its default, got "
+                f"{type(self.options).__name__}."
             )
-        object.__setattr__(self, "options", tuple(self.options))
+        for key in self.options:
+            if not (isinstance(key, str) and key.isidentifier()):
+                raise ValueError(f"Option names must be identifiers, got {key!r}.")
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        self.resolve_options()  # the defaults must pass the check
+
+    def resolve_options(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Return every option of this solver: the defaults updated by `given`, checked.
+
+        Parameters
+        ----------
+        given : mapping, optional
+            Some of the solver's options (``sample(..., solver_options=...)``).
+
+        Returns
+        -------
+        dict
+            One entry per declared option, as :attr:`check_options` returns them; what the
+            step and boundary functions receive as keywords.
+
+        Raises
+        ------
+        ValueError
+            Naming each option in `given` that this solver does not take (and the ones it
+            does), or a bad value (from :attr:`check_options`).
+        TypeError
+            If `given` is not a mapping.
+        """
+        if given is None:
+            given = {}
+        if not isinstance(given, Mapping):
+            raise TypeError(f"`solver_options` must be a mapping, got {type(given).__name__}.")
+        unknown = [key for key in given if key not in self.options]
+        if unknown:
+            takes = ", ".join(f"`{key}`" for key in self.options)
+            raise ValueError(
+                f"Solver {self.name!r} takes no option "
+                f"{', '.join(f'`{key}`' for key in unknown)} "
+                f"({'its options: ' + takes if takes else 'it has no options'})."
+            )
+        options = {**self.options, **given}
+        if self.check_options is None:
+            return options
+        checked = dict(self.check_options(options))
+        if checked.keys() != self.options.keys():
+            raise TypeError(
+                f"`check_options` of solver {self.name!r} must return exactly its options "
+                f"{tuple(self.options)}, got {tuple(checked)}."
+            )
+        return checked
 
     @property
     def has_pair(self) -> bool:

@@ -122,6 +122,91 @@ def test_sample_final_records_nothing_but_agrees(mix):
         assert torch.equal(x, traj.states[-1]) and nfe == traj.nfe
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("solver,options", [("heun", {}), ("euler", {}), ("dpm2", {"r": 0.3}),
+                                            ("deis", {"max_order": 2})])
+def test_sample_final_is_sample_bit_for_bit_at_the_same_cost(mix, dtype, solver, options):
+    sig = edm_sigmas(6, 0.002, 5.0)
+    x0 = mixture_samples(mix, 8, 5.0, dtype=dtype)
+    settings = [dict()]
+    if solver != "euler":
+        settings += [dict(w_stiff=0.7, w_con=0.2), dict(oracle="dense"),
+                     dict(erk=ErkGuid(w_stiff=0.5, correction_sign=+1))]
+    for kw in settings:
+        for grid in (sig, sig[:-1]):
+            den_traj, den = Counting(mix), Counting(mix)
+            traj = sample(den_traj, x0, grid, solver=solver, solver_options=options, **kw)
+            x, nfe = sample_final(den, x0, grid, solver=solver, solver_options=options, **kw)
+            assert torch.equal(x, traj.states[-1]) and nfe == traj.nfe
+            # The same network calls too (the oracle's Jacobian products are not in nfe).
+            assert den.calls == den_traj.calls >= nfe
+            assert (den.calls == nfe) == ("oracle" not in kw)
+
+
+def test_sample_and_sample_final_share_one_signature():
+    import inspect
+
+    a, b = inspect.signature(sample), inspect.signature(sample_final)
+    assert list(a.parameters) == list(b.parameters)
+    assert a.parameters == b.parameters and "solver_options" in a.parameters
+    assert a.parameters["r"].default is None and a.parameters["max_order"].default is None
+
+
+@pytest.mark.parametrize("solver,keyword", [("dpm2", dict(r=0.3)), ("deis", dict(max_order=2)),
+                                            ("dpm2", dict(r=0.5)), ("deis", dict(max_order=4))])
+def test_option_keywords_are_shorthands_for_solver_options(mix, solver, keyword):
+    sig = edm_sigmas(5, 0.002, 5.0)
+    x0 = mixture_samples(mix, 4, 5.0, dtype=F64)
+    short = sample(mix, x0, sig, solver=solver, w_stiff=0.5, **keyword)
+    full = sample(mix, x0, sig, solver=solver, w_stiff=0.5, solver_options=keyword)
+    assert torch.equal(short.states, full.states)
+    assert torch.equal(short.stability_boundaries, full.stability_boundaries)
+    default = sample(mix, x0, sig, solver=solver, w_stiff=0.5)
+    is_default = next(iter(keyword.values())) in (0.5, 4)
+    assert torch.equal(default.states, short.states) == is_default
+    with pytest.raises(TypeError, match="not both"):
+        sample(mix, x0, sig, solver=solver, solver_options=keyword, **keyword)
+
+
+@pytest.mark.parametrize("solver,kwargs,name", [
+    ("heun", dict(r=0.5), "r"), ("euler", dict(max_order=2), "max_order"),
+    ("dpm2", dict(max_order=2), "max_order"), ("deis", dict(r=0.5), "r"),
+    ("deis", dict(solver_options={"max_order": 2, "order": 3}), "order"),
+])
+def test_an_option_the_solver_does_not_take_is_an_error(mix, solver, kwargs, name):
+    x0 = mixture_samples(mix, 2, 5.0, dtype=F64)
+    for fn in (sample, sample_final):
+        with pytest.raises(ValueError, match=f"{solver!r} takes no option `{name}`"):
+            fn(mix, x0, edm_sigmas(4, 0.002, 5.0), solver=solver, **kwargs)
+
+
+def test_rho_is_only_estimated_when_someone_reads_it(mix, monkeypatch):
+    from stiffkit.diffusion.samplers import driver
+
+    calls = []
+
+    def counting_secant_ratio(*args, **kwargs):
+        calls.append(1)
+        return secant_ratio(*args, **kwargs)
+
+    secant_ratio = driver.secant_ratio
+    monkeypatch.setattr(driver, "secant_ratio", counting_secant_ratio)
+    sig = edm_sigmas(6, 0.002, 5.0)
+    x0 = mixture_samples(mix, 4, 5.0, dtype=F64)
+    for solver in ("heun", "dpm2", "deis"):
+        calls.clear()
+        traj = sample(mix, x0, sig, solver=solver)
+        assert len(calls) == int(traj.diagnostics["erk_rho"].isfinite().all(dim=1).sum()) > 0
+        calls.clear()
+        x, nfe = sample_final(mix, x0, sig, solver=solver)
+        assert not calls and torch.equal(x, traj.states[-1]) and nfe == traj.nfe
+        steps = []
+        sample_final(mix, x0, sig, solver=solver, callback=steps.append)
+        rhos = torch.stack([d["rho"] for d in steps])
+        assert calls and torch.equal(rhos.nan_to_num(-1.0),
+                                     traj.diagnostics["erk_rho"].nan_to_num(-1.0))
+
+
 def test_callback_sees_every_step(mix):
     seen = []
     sig = edm_sigmas(5, 0.002, 5.0)

@@ -86,6 +86,86 @@ def test_adding_a_solver_is_writing_its_step_and_registering_it():
         solvers._REGISTRY.pop("ralston-test", None)
 
 
+# --------------------------------------------------------------- solver options
+def _rk2_step(drift, x, f, sigma, sigma_next, carry=None, *, c):
+    """The explicit RK2 family with node ``c`` (c = 2/3: Ralston; c = 1: Heun's update)."""
+    h = sigma_next - sigma
+    f2 = drift(sigma + c * h, x + c * h * f)
+    return StepOut(x + h * ((1 - 1 / (2 * c)) * f + (1 / (2 * c)) * f2))
+
+
+def _check_c(options):
+    if not 0 < options["c"] <= 1:
+        raise ValueError(f"`c` must lie in (0, 1], got {options['c']}.")
+    return {"c": float(options["c"])}
+
+
+def test_a_registered_solver_declares_and_checks_its_own_option():
+    """A toy solver with option ``c``: the driver hands it over without knowing its name."""
+    seen = []
+
+    def boundaries(sigmas, *, c):
+        seen.append(c)
+        return torch.full((sigmas.shape[0] - 1,), 2.0, dtype=F64)  # R(z) = 1 + z + z²/2
+
+    spec = register_solver(Solver("rk2c-test", _rk2_step, boundaries, options={"c": 2 / 3},
+                                  check_options=_check_c))
+    try:
+        gmm = single_gaussian()
+        x0 = randn_per_sample(4, (2,), dtype=F64) * 2.0
+        sig = edm_sigmas(12, 0.05, 2.0)[:-1]
+        default = sample(gmm, x0, sig, solver="rk2c-test")
+        assert seen == [2 / 3] and default.nfe == 2 * 11 and default.tableau is None
+        given = sample(gmm, x0, sig, solver="rk2c-test", solver_options={"c": 2 / 3})
+        assert torch.equal(given.states, default.states)
+        one = sample(gmm, x0, sig, solver=spec, solver_options={"c": 1})
+        assert seen[-1] == 1.0 and isinstance(seen[-1], float)  # the checked value
+        heun = sample(gmm, x0, sig, solver="heun")
+        torch.testing.assert_close(one.states, heun.states, rtol=1e-12, atol=1e-12)
+        assert not torch.equal(one.states, default.states)
+        with pytest.raises(ValueError, match="`c` must lie"):
+            sample(gmm, x0, sig, solver="rk2c-test", solver_options={"c": 0.0})
+        with pytest.raises(ValueError, match="'rk2c-test' takes no option `r`.*`c`"):
+            sample(gmm, x0, sig, solver="rk2c-test", r=0.5)
+        with pytest.raises(ValueError, match="'heun' takes no option `c`"):
+            sample(gmm, x0, sig, solver="heun", solver_options={"c": 0.5})
+    finally:
+        from stiffkit.diffusion.samplers import solvers
+
+        solvers._REGISTRY.pop("rk2c-test", None)
+
+
+def test_builtin_options_and_their_checks():
+    assert dict(get_solver("dpm2").options) == {"r": 0.5}
+    assert dict(get_solver("deis").options) == {"max_order": 4}
+    assert dict(get_solver("heun").options) == {} == dict(get_solver("euler").options)
+    assert get_solver("dpm2").resolve_options({"r": 1}) == {"r": 1.0}
+    assert get_solver("deis").resolve_options(None) == {"max_order": 4}
+    with pytest.raises(ValueError, match="`max_order`"):
+        get_solver("deis").resolve_options({"max_order": 5})
+    with pytest.raises(ValueError, match="'euler' takes no option `r`, `max_order`"):
+        get_solver("euler").resolve_options({"r": 0.5, "max_order": 2})
+    with pytest.raises(TypeError, match="`solver_options` must be a mapping"):
+        get_solver("dpm2").resolve_options([("r", 0.5)])
+    with pytest.raises(TypeError):
+        get_solver("dpm2").options["r"] = 0.3  # read-only: the defaults cannot drift
+    assert hash(get_solver("dpm2")) == hash(get_solver("dpm2"))
+
+
+def test_bad_option_specs_are_refused():
+    bounds = tableau_boundaries("euler")
+    with pytest.raises(TypeError, match="`options` must map"):
+        Solver("x", euler_step, bounds, options=("r",))
+    with pytest.raises(ValueError, match="identifiers"):
+        Solver("x", euler_step, bounds, options={"not a name": 1})
+    with pytest.raises(TypeError, match="`check_options`"):
+        Solver("x", euler_step, bounds, options={"c": 1}, check_options=1)
+    with pytest.raises(ValueError, match="`c` must lie"):  # the defaults are checked
+        Solver("x", euler_step, bounds, options={"c": 2.0}, check_options=_check_c)
+    with pytest.raises(TypeError, match="must return exactly its options"):
+        Solver("x", euler_step, bounds, options={"c": 1}, check_options=lambda o: {})
+
+
 # ------------------------------------------------------------- convergence, linear
 def _linear_errors(solver, Ns):
     gmm = single_gaussian()
