@@ -120,7 +120,7 @@ def test_every_citation_of_the_docs_resolves(built_docs):
 
 
 def test_no_reference_to_the_old_design_notes():
-    # Every former "DESIGN.md §N" reference now cites the docs page it stands for.
+    # The theory lives in docs/ only: no file may cite the external design notes instead.
     stale = [
         f"{f.relative_to(ROOT).as_posix()}:{i}"
         for f in _scanned_files()
@@ -128,4 +128,4 @@ def test_no_reference_to_the_old_design_notes():
         for i, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
         if "DESIGN" + ".md" in line or "DESIGN §" in line
     ]
-    assert not stale, "references to DESIGN.md remain:\n" + "\n".join(stale)
+    assert not stale, "references to the external design notes remain:\n" + "\n".join(stale)
