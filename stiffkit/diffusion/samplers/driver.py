@@ -225,6 +225,10 @@ def _integrate(run: _Run, record: bool):
             if erk.corrects:
                 x_next = x_next + corr.delta
             rho_diag, beta_diag, norm_diag = corr.rho, corr.beta, corr.delta_norm
+        if not bool(torch.isfinite(x_next).all()):
+            _raise_non_finite(i, s, s_next, den, x_next - corr.delta
+                              if pair is not None and erk.needs_pair and erk.corrects else None,
+                              erk)
 
         if record:
             point = out.point if out.point is not None else (nan_state, nan_state)
@@ -239,6 +243,22 @@ def _integrate(run: _Run, record: bool):
     if record:
         rec["states"].append(x)
     return x, sig, rec, diag, nfe, drift_fn
+
+
+def _raise_non_finite(i: int, s: Tensor, s_next: Tensor, den: Tensor,
+                      uncorrected: Tensor | None, erk: ErkGuid) -> None:
+    """Raise for a state that became NaN / Inf in step `i`, naming the step, σ and the cause."""
+    where = f"step {i} (σ = {float(s):.6g} → {float(s_next):.6g})"
+    if not bool(torch.isfinite(den).all()):
+        cause = f"the denoiser returned NaN or Inf at σ = {float(s):.6g}"
+    elif uncorrected is not None and bool(torch.isfinite(uncorrected).all()):
+        cause = "the ERK-Guid correction overflowed: use a smaller `w_stiff` (or a larger `w_con`)"
+    else:
+        cause = "the step's later denoiser evaluation returned NaN or Inf, or the state overflowed"
+        if erk.corrects:
+            cause += (f" (ERK-Guid is on with `w_stiff` = {erk.w_stiff:g}: a large `w_stiff` "
+                      "can blow the state up over a few steps)")
+    raise ValueError(f"The samples became NaN or Inf in {where}: {cause}.")
 
 
 def _step_boundaries(solver: Solver, options: Mapping[str, Any], sig: Tensor) -> Tensor:

@@ -276,3 +276,31 @@ def test_bad_states_and_denoisers(mix):
         sample(None, torch.zeros(2, 2, dtype=F64), sig)
     with pytest.raises(TypeError, match="`denoiser` must return a torch.Tensor"):
         sample(lambda x, s: x.numpy(), torch.zeros(2, 2, dtype=F64), sig)
+
+
+def _gaussian_denoiser(x, sigma):
+    """The exact denoiser of N(0, I): D(x; σ) = x / (1 + σ²)."""
+    return x / (1 + sigma**2)
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler", "dpm2", "deis"])
+def test_a_denoiser_returning_nan_is_named_with_its_step_and_sigma(solver):
+    def broken(x, sigma):
+        out = _gaussian_denoiser(x, sigma)
+        return torch.full_like(out, float("nan")) if float(sigma.max()) < 1.0 else out
+
+    sigmas = edm_sigmas(8, 0.002, 5.0, dtype=torch.float64)
+    x = 5.0 * torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"became NaN or Inf in step \d+ \(σ = .*: the denoiser"
+                                          r"|became NaN or Inf in step \d+ \(σ = .*later denoiser"):
+        sample(broken, x, sigmas, solver=solver)
+    with pytest.raises(ValueError, match="became NaN or Inf"):
+        sample_final(broken, x, sigmas, solver=solver)
+
+
+def test_an_overflowing_erk_correction_says_so():
+    sigmas = edm_sigmas(8, 0.002, 5.0, dtype=torch.float32)
+    x = 5.0 * torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"became NaN or Inf in step \d.*smaller `w_stiff`|"
+                                          r"became NaN or Inf in step \d.*a large `w_stiff`"):
+        sample(_gaussian_denoiser, x, sigmas, w_stiff=1e30, w_con=0.0)
