@@ -87,11 +87,31 @@ def peak_memory(fn: Callable[[], object]) -> int:
     import multiprocessing as mp
     import resource
 
+    def status_kib(field: str) -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise KeyError(field)
+
     def child(queue):
-        with open("/proc/self/statm") as fh:
-            start = int(fh.read().split()[1]) * resource.getpagesize()
-        fn()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        try:
+            # Reset this process's peak RSS (VmHWM) to its current RSS: a forked child may
+            # otherwise carry a high-water mark from before its own work began.
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            reset = True
+        except OSError:  # no clear_refs: fall back to ru_maxrss against the starting RSS
+            reset = False
+        if reset:
+            start = status_kib("VmRSS") * 1024
+            fn()
+            peak = status_kib("VmHWM") * 1024
+        else:
+            with open("/proc/self/statm") as fh:
+                start = int(fh.read().split()[1]) * resource.getpagesize()
+            fn()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
         queue.put(max(peak - start, 0))
 
     ctx = mp.get_context("fork")
