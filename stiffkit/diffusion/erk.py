@@ -278,9 +278,9 @@ def mixture_oracle(mixture) -> Oracle:
     """Return the exact oracle of an (unguided) Gaussian mixture's drift.
 
     The closed-form ``J_f`` (:meth:`GaussianMixture.drift_jacobian`) diagonalised in
-    float64 by :func:`stiffkit.estimators.eigen.sorted_eig`.
+    float64 by :func:`stiffkit.estimators.spectrum.sorted_eig`.
     """
-    from stiffkit.estimators.eigen import sorted_eig
+    from stiffkit.estimators.spectrum import sorted_eig
 
     def oracle(sigma: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         jac = mixture.drift_jacobian(x, sigma).to(torch.float64)  # [batch, d, d]

@@ -18,7 +18,6 @@ from stiffkit.estimators.eigen import (
     dominant_eig,
     eig_dense,
     power_iteration,
-    sorted_eig,
 )
 from stiffkit.estimators.jvp import JVPOperator, jacobian_dense, jvp_operator
 from stiffkit.estimators.lte import (
@@ -36,6 +35,7 @@ from stiffkit.estimators.pair import (
     stage_pair,
     stiffness_indicator,
 )
+from stiffkit.estimators.spectrum import sorted_eig
 
 __all__ = [
     "PAIR_EPS",

@@ -37,8 +37,9 @@ from stiffkit._utils import (
     flat_norm,
 )
 from stiffkit.estimators.jvp import DEFAULT_SEED, JVPOperator, jacobian_dense, jvp_operator
+from stiffkit.estimators.spectrum import maybe_real, modulus_order, sorted_eig
 
-__all__ = ["EigResult", "arpack_eig", "dominant_eig", "eig_dense", "power_iteration", "sorted_eig"]
+__all__ = ["EigResult", "arpack_eig", "dominant_eig", "eig_dense", "power_iteration"]
 
 Drift = Callable[[Any, Tensor], Tensor]
 DOMINANT_METHODS = ("power", "arpack", "dense")
@@ -189,21 +190,6 @@ def power_iteration(
                      _counts(num_iter, v.shape[0]), "power")
 
 
-def _maybe_real(values: Tensor, vectors: Tensor) -> tuple[Tensor, Tensor]:
-    # LAPACK/ARPACK return real eigenvalues of real matrices with an exactly zero imaginary
-    # part (and real eigenvectors), so the exact test is the right one.
-    if values.is_complex() and bool((values.imag == 0).all()):
-        return values.real, vectors.real
-    return values, vectors
-
-
-def _order(values: np.ndarray, which: str) -> np.ndarray:
-    """Indices ordering `values` by `which` (ties: positive imaginary part first)."""
-    key = {"LM": -np.abs(values), "SM": np.abs(values),
-           "LR": -values.real, "SR": values.real}[which]
-    return np.lexsort((-np.imag(values), key))
-
-
 def arpack_eig(
     f: Drift, t: Any, x: Tensor, *, k: int = 1, symmetric: bool = False,
     tol: float | None = None, which: str = "LM", v0: Tensor | None = None,
@@ -285,51 +271,18 @@ def arpack_eig(
                                   maxiter=max_iter, v0=v0_i)
             except sla.ArpackNoConvergence as err:
                 lam, vec, converged[i] = err.eigenvalues, err.eigenvectors, False
-        for j, m in enumerate(_order(np.asarray(lam, dtype=complex), which)[:k]):
+        for j, m in enumerate(modulus_order(np.asarray(lam, dtype=complex), which)[:k]):
             u = vec[:, m] / np.linalg.norm(vec[:, m])
             values[i, j], vectors[i, j] = lam[m], u
             residuals[i, j] = np.linalg.norm(matvec(u) - lam[m] * u)
         num_products.append(op.num_products)
-    vals, vecs = _maybe_real(torch.from_numpy(values), torch.from_numpy(vectors))
+    vals, vecs = maybe_real(torch.from_numpy(values), torch.from_numpy(vectors))
     dtype = torch.promote_types(x.dtype, torch.complex64) if vals.is_complex() else x.dtype
     return EigResult(
         vals.to(x.device, dtype), vecs.reshape(batch, k, *dims).to(x.device, dtype),
         torch.from_numpy(residuals).to(x), torch.from_numpy(converged).to(x.device),
         _counts(num_products, batch), "arpack",
     )
-
-
-def sorted_eig(jac: Tensor, *, symmetric: bool = False) -> tuple[Tensor, Tensor]:
-    """Diagonalise every block of ``jac`` and order the eigenpairs by decreasing ``|λ|``.
-
-    The one home of stiffkit's |λ|-sorted eigendecomposition. The sort is stable, so ties
-    keep LAPACK's order (within a conjugate pair: positive imaginary part first).
-
-    Parameters
-    ----------
-    jac : Tensor ``[batch, n, n]``
-        Per-sample Jacobians.
-    symmetric : bool
-        ``eigh`` on ``(J + Jᵀ)/2`` (removes the roundoff asymmetry of, e.g., the Jacobian
-        of an autograd score); else ``eig``, real unless some eigenvalue of the batch is
-        genuinely non-real.
-
-    Returns
-    -------
-    values : Tensor ``[batch, n]``
-        ``values[:, 0]`` has the largest modulus.
-    vectors : Tensor ``[batch, n, n]``
-        Unit eigenvectors as *columns*: ``vectors[:, :, j]`` belongs to ``values[:, j]``.
-    """
-    if not isinstance(jac, Tensor) or jac.ndim != 3 or jac.shape[1] != jac.shape[2]:
-        got = tuple(jac.shape) if isinstance(jac, Tensor) else type(jac).__name__
-        raise ValueError(f"`jac` must have shape [batch, n, n], got {got}.")
-    if symmetric:
-        values, vecs = torch.linalg.eigh(0.5 * (jac + jac.transpose(1, 2)))
-    else:
-        values, vecs = _maybe_real(*torch.linalg.eig(jac))
-    order = torch.sort(values.abs(), dim=1, descending=True, stable=True).indices
-    return values.gather(1, order), vecs.gather(2, order.unsqueeze(1).expand_as(vecs))
 
 
 def eig_dense(f: Drift, t: Any, x: Tensor, *, symmetric: bool = False) -> EigResult:
@@ -399,6 +352,6 @@ def dominant_eig(
                           generator=generator, jvp_method=jvp_method)
     else:
         spec = eig_dense(f, t, x, symmetric=symmetric)
-    values, vectors = _maybe_real(spec.values[:, :1], spec.vectors[:, :1])
+    values, vectors = maybe_real(spec.values[:, :1], spec.vectors[:, :1])
     return EigResult(values, vectors, spec.residuals[:, :1], spec.converged, spec.num_products,
                      method)

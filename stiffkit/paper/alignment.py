@@ -33,10 +33,10 @@ from torch import Tensor
 
 from stiffkit._utils import flat_norm
 from stiffkit._utils import progress as progress_bar
-from stiffkit.estimators.eigen import sorted_eig
 from stiffkit.estimators.jvp import jacobian_dense
 from stiffkit.estimators.lte import REFERENCE_SUBSTEPS, alignment, reference_step
 from stiffkit.estimators.pair import PAIR_EPS, pair_stiffness
+from stiffkit.estimators.spectrum import sorted_eig
 from stiffkit.integrate.trajectory import Trajectory
 
 __all__ = ["ALIGNMENT_COLUMNS", "TOY_MODELS", "heun_alignment", "sorted_eigh", "toy_alignment"]
@@ -71,7 +71,7 @@ ALIGNMENT_COLUMNS: dict[str, str] = {
 def sorted_eigh(jac: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Diagonalise the symmetric part of ``jac: [batch, n, n]``, ordered by decreasing ``|λ|``.
 
-    :func:`stiffkit.estimators.eigen.sorted_eig` with ``symmetric=True``, eigenvectors as
+    :func:`stiffkit.estimators.spectrum.sorted_eig` with ``symmetric=True``, eigenvectors as
     rows, and the measured asymmetry of ``jac``.
 
     Returns
