@@ -254,9 +254,12 @@ def arpack_eig(
     for i in range(batch):
         op = jvp_operator(f, _t_sample(t, i, batch), x[i : i + 1], method=jvp_method)
 
-        def matvec(v: np.ndarray, op: JVPOperator = op) -> np.ndarray:  # float64 in/out
+        def matvec(v: np.ndarray, op: JVPOperator = op, i: int = i) -> np.ndarray:
             v_t = torch.as_tensor(np.ascontiguousarray(v.real).reshape(1, *dims)).to(x)
-            out = op(v_t).reshape(-1).to(torch.float64).cpu().numpy()
+            out = op(v_t).reshape(-1).to(torch.float64).cpu().numpy()  # float64 in/out
+            if not np.isfinite(out).all():
+                raise ValueError(f"`f`: the Jacobian-vector product of sample {i} is NaN or Inf "
+                                 "(is the drift finite near this state?).")
             return out + 1j * matvec(v.imag) if np.iscomplexobj(v) else out
 
         if k >= (n if symmetric else n - 1):  # too small for ARPACK: dense via n products
@@ -271,6 +274,11 @@ def arpack_eig(
                                   maxiter=max_iter, v0=v0_i)
             except sla.ArpackNoConvergence as err:
                 lam, vec, converged[i] = err.eigenvalues, err.eigenvectors, False
+            except sla.ArpackError as err:  # e.g. a Jacobian that annihilates the start vector
+                raise ValueError(
+                    f"ARPACK failed on sample {i} ({err}); a zero or rank-deficient Jacobian "
+                    "cannot start a Krylov iteration: use `eig_dense` (dominant_eig "
+                    "method='dense') there.") from None
         for j, m in enumerate(modulus_order(np.asarray(lam, dtype=complex), which)[:k]):
             u = vec[:, m] / np.linalg.norm(vec[:, m])
             values[i, j], vectors[i, j] = lam[m], u

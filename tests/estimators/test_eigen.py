@@ -356,3 +356,13 @@ def test_bad_inputs_raise():
         jvp_operator(f, T, x)(v[:2])
     with pytest.raises(TypeError, match="`v0`"):
         power_iteration(lambda v: v, [[1.0]])
+
+
+@pytest.mark.parametrize(("drift", "match"), [
+    (lambda t, y: 0.0 * y, "ARPACK failed on sample 0 .*zero or rank-deficient Jacobian"),
+    (lambda t, y: y * float("nan"), "Jacobian-vector product of sample 0 is NaN or Inf"),
+])
+def test_arpack_on_a_zero_or_nan_drift_raises_a_clear_error(drift, match):
+    x = torch.randn(2, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=match):
+        arpack_eig(drift, 0.0, x)
