@@ -72,6 +72,14 @@ def _check_dim(x: np.ndarray, dim: int, name: str, other: str) -> None:
         raise ValueError(f"`{name}` has {x.shape[1]} features per sample but {other} has {dim}.")
 
 
+def _samples_of(samples: Any, gmm: Any, *, allow_nonfinite: bool = False) -> np.ndarray:
+    """Check `gmm` and return `samples` as float64 ``[n, gmm.dim]`` (the metrics' preamble)."""
+    _check_gmm(gmm)
+    x = _as_samples(samples, "samples", allow_nonfinite=allow_nonfinite)
+    _check_dim(x, gmm.dim, "samples", "`gmm`")
+    return x
+
+
 def _check_fraction(v: Any, name: str) -> float:
     """Return `v` as a float, raising unless it is a real number strictly between 0 and 1."""
     return check_real(v, name, lo=0, hi=1, lo_open=True, hi_open=True)

@@ -21,7 +21,7 @@ from stiffkit.diffusion.metrics._inputs import (
     _as_samples,
     _check_choice,
     _check_dim,
-    _check_gmm,
+    _samples_of,
 )
 from stiffkit.diffusion.metrics.bootstrap import (
     DEFAULT_LEVEL,
@@ -240,9 +240,7 @@ def component_occupancy(
     -------
     Occupancy
     """
-    _check_gmm(gmm)
-    x = _as_samples(samples, "samples")
-    _check_dim(x, gmm.dim, "samples", "`gmm`")
+    x = _samples_of(samples, gmm)
     min_count = check_int(min_count, "min_count", 1)
     boot = _bootstrap(num_bootstrap, level, ci)
     rng = np.random.default_rng(_seed_sequence(seed))

@@ -25,6 +25,7 @@ from stiffkit.diffusion.metrics._inputs import (
     _check_gmm,
     _check_order,
     _check_threshold,
+    _samples_of,
 )
 from stiffkit.diffusion.metrics.bootstrap import (
     _NAN,
@@ -222,9 +223,7 @@ def evaluate(
     pandas.DataFrame
         One row with the columns :data:`COLUMNS`; the settings are in ``df.attrs``.
     """
-    _check_gmm(gmm)
-    x_all = _as_samples(samples, "samples", allow_nonfinite=True)
-    _check_dim(x_all, gmm.dim, "samples", "`gmm`")
+    x_all = _samples_of(samples, gmm, allow_nonfinite=True)
     finite = np.isfinite(x_all).all(axis=1)
     x = x_all[finite]
     ref = None if reference is None else _as_reference(reference, samples)[finite]

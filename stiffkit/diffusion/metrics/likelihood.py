@@ -17,8 +17,8 @@ from stiffkit.diffusion.metrics._inputs import (
     _as_samples,
     _check_dim,
     _check_fraction,
-    _check_gmm,
     _check_threshold,
+    _samples_of,
 )
 from stiffkit.diffusion.metrics.bootstrap import (
     DEFAULT_LEVEL,
@@ -97,9 +97,7 @@ def nll_stats(
     -------
     NLLStats
     """
-    _check_gmm(gmm)
-    x = _as_samples(samples, "samples")
-    _check_dim(x, gmm.dim, "samples", "`gmm`")
+    x = _samples_of(samples, gmm)
     _check_fraction(outlier_quantile, "outlier_quantile")
     boot = _bootstrap(num_bootstrap, level, ci)
     _check_threshold(threshold, "threshold")
