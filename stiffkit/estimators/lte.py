@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import check_finite, check_tensor, flat_cosine, flat_dot
+from stiffkit.integrate.reference import dopri5_within
 from stiffkit.integrate.rk import RKStep, rk_step, solve_fixed
 
 __all__ = [
@@ -104,10 +105,7 @@ def reference_step(
         return f(tt, y.to(x.dtype)).to(torch.float64)
 
     if method == "dopri5":
-        import torchdiffeq
-
-        ts = torch.tensor([t0, t0 + hh], dtype=torch.float64)
-        out = torchdiffeq.odeint(f64, x64, ts, rtol=rtol, atol=atol, method="dopri5")[-1]
+        out = dopri5_within(f64, x64, t0, t0 + hh, rtol=rtol, atol=atol)
     elif method == "rk4":
         grid = torch.linspace(t0, t0 + hh, substeps + 1, dtype=torch.float64)
         out = solve_fixed(f64, x64, grid, "rk4").states[-1]

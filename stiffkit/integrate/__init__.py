@@ -6,7 +6,9 @@
   step size set by :mod:`~stiffkit.integrate.controller` (a pure function of the error norms);
 * :mod:`~stiffkit.integrate.trajectory` — :class:`Trajectory`, what every solver and sampler
   records and :func:`stiffkit.analyze` reads;
-* :mod:`~stiffkit.integrate.convergence` — measured convergence orders.
+* :mod:`~stiffkit.integrate.convergence` — measured convergence orders;
+* :mod:`~stiffkit.integrate.reference` — torchdiffeq's dopri5 as a reference that never
+  evaluates the drift outside its interval.
 """
 
 from stiffkit.integrate.adaptive import AdaptiveSolution, solve_adaptive

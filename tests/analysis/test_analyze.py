@@ -242,3 +242,18 @@ def test_unconverged_power_iteration_is_flagged_not_reported():
     dense = analyze(traj, reference="dense", lte=False)
     assert dense["reference_converged"].all()
     np.testing.assert_allclose(dense["lambda_max"], 10.0, rtol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["heun", "dpm2"])
+def test_analyze_sampler_output_never_evaluates_below_the_grid(solver):
+    # Regression (issue 12, defect 7): the dopri5 LTE reference used to step past the last
+    # level σ = 0.002, evaluating the mixture at a negative σ, and analyze crashed.
+    from stiffkit.diffusion import edm_sigmas, ring_gmm, sample
+
+    x0 = 5.0 * torch.randn(64, 2, generator=torch.Generator().manual_seed(0),
+                           dtype=torch.float64)
+    frame = analyze(sample(ring_gmm(), x0, edm_sigmas(6, 0.002, 5), solver=solver))
+    assert len(frame) == 6 * 64
+    into_zero = frame["step"] == 5  # the final step to σ = 0 has no ODE reference: NaN
+    assert np.isfinite(frame.loc[~into_zero, "lte_norm"]).all()
+    assert frame.loc[into_zero, "lte_norm"].isna().all()

@@ -56,6 +56,7 @@ def reference_sample(
     Tensor, [batch, *dims]
         The converged endpoint, in the state's dtype.
     """
+    from stiffkit.integrate.reference import dopri5_within
     from stiffkit.integrate.rk import solve_fixed
 
     grid = check_sigmas(sigmas)
@@ -69,14 +70,11 @@ def reference_sample(
         fine = edm_sigmas(num_steps + 1, float(end), float(grid[0]))[:-1]
         x = solve_fixed(drift, x_init.detach(), fine.to(x_init.dtype), "rk4").states[-1]
     elif method == "dopri5":
-        import torchdiffeq
-
         def f64(sigma: Tensor, y: Tensor) -> Tensor:
             return drift(sigma.to(x_init.dtype), y.to(x_init.dtype)).to(torch.float64)
 
-        ts = torch.stack([grid[0], end]).to(torch.float64)
-        x = torchdiffeq.odeint(f64, x_init.detach().to(torch.float64), ts, rtol=rtol,
-                               atol=atol, method="dopri5")[-1].to(x_init.dtype)
+        x = dopri5_within(f64, x_init.detach(), float(grid[0]), float(end), rtol=rtol,
+                          atol=atol).to(x_init.dtype)
     else:
         raise ValueError(f"`method` must be 'rk4' or 'dopri5', got {method!r}.")
     if ends_at_zero:

@@ -38,3 +38,23 @@ def test_reference_sample_bad_input():
         reference_sample(gmm, x0, edm_sigmas(4, 0.01, 2.0), num_steps=0)
     with pytest.raises(ValueError, match="`x_init`"):
         reference_sample(gmm, torch.zeros(2, dtype=F64), edm_sigmas(4, 0.01, 2.0))
+
+
+def test_dopri5_reference_never_evaluates_below_the_last_level():
+    # Regression (issue 12, defect 7): torchdiffeq's first-step probe and overshooting steps
+    # evaluated the denoiser at σ < σ_end (negative σ near the end of an EDM grid).
+    from stiffkit.diffusion import edm_sigmas, ring_gmm
+    from stiffkit.diffusion.samplers.reference import reference_sample
+
+    gmm, seen = ring_gmm(), []
+
+    def denoiser(x, sigma):
+        seen.append(float(sigma))
+        return gmm(x, sigma)
+
+    sig = edm_sigmas(6, 0.002, 5)
+    x0 = 5.0 * torch.randn(16, 2, generator=torch.Generator().manual_seed(0),
+                           dtype=torch.float64)
+    out = reference_sample(denoiser, x0, sig, method="dopri5")
+    assert torch.isfinite(out).all()
+    assert min(seen) >= 0.002 * (1 - 1e-12) and max(seen) <= 5.0 * (1 + 1e-12)
