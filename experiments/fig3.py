@@ -44,8 +44,7 @@ def compute(config: dict) -> pd.DataFrame:
     """Return one row per model, grid, step and sample: ρ̂, |λ₁| and the two |cos|.
 
     The bound flags are evaluated here, in float64 (the CSV keeps 6 digits): ``within_upper``
-    is ``ρ̂ ≤ |λ₁|``, ``within_prop1`` adds the lower bound ``‖Δf‖/‖Δx‖ ≥ |λ₁|·|cos(Δx, v₁)|``
-    (on the unguarded ratio: ``PAIR_EPS`` lowers ρ̂).
+    is ``ρ̂ ≤ |λ₁|``, ``within_prop1`` adds the lower bound ``‖Δf‖/‖Δx‖ ≥ |λ₁|·|cos(Δx, v₁)|``.
     """
     # Sample k uses the per-sample seed SEED_STRIDE·seed + k (a quick run's samples are the
     # first of a full run's; fig2 and fig3 share them).

@@ -31,6 +31,8 @@ __all__ = [
     "check_batch",
     "as_per_sample",
     "secant_ratio",
+    "resolution_floor",
+    "RESOLUTION_ULPS",
     "progress",
 ]
 
@@ -262,19 +264,51 @@ def check_output(y: Any, x: Tensor, name: str = "f", *, same_dtype: bool = False
     return y
 
 
-def secant_ratio(df: Tensor, dx: Tensor, eps: float, *, norm_df: Tensor | None = None) -> Tensor:
-    """Return ``‖df‖ / (‖dx‖ + eps)`` per sample, ``[batch, *dims] -> [batch]`` (no checks).
+#: A pair's ``‖Δx‖`` at or below ``RESOLUTION_ULPS · eps(dtype) · ‖x‖`` is roundoff, not a
+#: direction: the scale-relative guard reports ρ̂ = NaN there. Sixteen ulps keep ρ̂'s own
+#: rounding error below a few per cent where it is reported (float64: Δx/x > 3.6e-15,
+#: float32: > 1.9e-6).
+RESOLUTION_ULPS = 16
+
+
+def resolution_floor(scale: Tensor) -> Tensor:
+    """Return ``RESOLUTION_ULPS · eps(dtype) · scale``: the smallest resolvable ``‖Δx‖``.
+
+    `scale` is ``[batch]``, the states' norm (e.g. ``max(‖x_a‖, ‖x_b‖)``).
+    """
+    return RESOLUTION_ULPS * torch.finfo(scale.dtype).eps * scale
+
+
+def secant_ratio(df: Tensor, dx: Tensor, eps: float | None, *, norm_df: Tensor | None = None,
+                 scale: Tensor | None = None) -> Tensor:
+    """Return ``‖df‖ / ‖dx‖`` per sample, ``[batch, *dims] -> [batch]`` (no checks).
 
     The kernel of every two-point stiffness estimate (Proposition 1's ρ̂, Hairer's stage
     pair, ERK-Guid's ρ̂); the public, validating form is
-    :func:`stiffkit.estimators.pair_stiffness`. With ``eps = 0`` the denominator is clamped
-    to the dtype's smallest normal number, so identical points give 0, never NaN (in float32
-    too, where :data:`TINY` would underflow). Pass `norm_df` (``‖df‖``,
-    ``[batch]``) when the caller has it already, to save a pass over `df`.
+    :func:`stiffkit.estimators.pair_stiffness`. Two guards:
+
+    * ``eps=None`` (scale-relative): ``‖df‖ / ‖dx‖`` where ``‖dx‖`` exceeds
+      :func:`resolution_floor` of `scale` (``[batch]``, required), NaN where it does not —
+      a difference at roundoff level carries no stiffness information, whatever the
+      states' scale or dtype;
+    * a float ``eps ≥ 0`` (absolute, ERK-Guid's reference code uses 1e-8):
+      ``‖df‖ / (‖dx‖ + eps)``; with ``eps = 0`` the denominator is clamped to the dtype's
+      smallest normal number, so identical points give 0, never NaN. An absolute guard
+      biases ρ̂ low once ``‖dx‖`` is not large against `eps` (small states, float32).
+
+    Pass `norm_df` (``‖df‖``, ``[batch]``) when the caller has it already, to save a pass
+    over `df`.
     """
     if norm_df is None:
         norm_df = flat_norm(df)
-    denom = flat_norm(dx) + eps
+    norm_dx = flat_norm(dx)
+    if eps is None:
+        if scale is None:
+            raise ValueError("the scale-relative guard (`eps=None`) needs the states' `scale`.")
+        resolved = norm_dx > resolution_floor(scale.to(norm_dx.dtype))
+        return torch.where(resolved, norm_df / torch.where(resolved, norm_dx, 1.0),
+                           torch.full_like(norm_dx, float("nan")))
+    denom = norm_dx + eps
     if eps == 0:
         denom = denom.clamp_min(torch.finfo(denom.dtype).tiny)
     return norm_df / denom

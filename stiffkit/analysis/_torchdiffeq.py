@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from stiffkit._utils import secant_ratio
+from stiffkit._utils import flat_norm, secant_ratio
 from stiffkit.analysis.rule import DOPRI5_THRESHOLD, DOPRI8_THRESHOLD
 from stiffkit.estimators.pair import stage_pair
 from stiffkit.tableaux import ButcherTableau, get_tableau
@@ -214,11 +214,13 @@ class Tracker:
         self.record.pending_rejects += 1
 
     def accept(self, t0: Tensor, y0: Tensor, dt: Tensor, *, method: str, keep: str,
-               flat: Callable[[Tensor], Tensor], eps: float) -> None:
+               flat: Callable[[Tensor], Tensor], eps: float | None) -> None:
         """``callback_accept_step``: record the attempt from ``(t0, y0)`` with step `dt`.
 
-        ρ̂ is Hairer's estimate ``‖k_j − k_i‖ / (‖g_j − g_i‖ + eps)`` on the stage pair,
-        on the states as `flat` presents them (``[batch, *dims]``).
+        ρ̂ is Hairer's estimate ``‖k_j − k_i‖ / ‖g_j − g_i‖`` on the stage pair, on the
+        states as `flat` presents them (``[batch, *dims]``), with the guard `eps` of
+        :func:`stiffkit.estimators.pair_stiffness` (None: NaN where the stages coincide to
+        roundoff).
         """
         stages = self._finish_attempt(method)
         rec = self.record
@@ -226,7 +228,9 @@ class Tracker:
         i, j = self.spec.pair
         # `stages` holds the last evaluations of the attempt, i.e. stages … s − 1 (0-based).
         pi, pj = stages[i - s], stages[j - s]
-        rho = secant_ratio(flat(pj.k) - flat(pi.k), flat(pj.g) - flat(pi.g), eps)
+        gi, gj = flat(pi.g), flat(pj.g)
+        scale = torch.maximum(flat_norm(gi), flat_norm(gj)) if eps is None else None
+        rho = secant_ratio(flat(pj.k) - flat(pi.k), gj - gi, eps, scale=scale)
         if rec.direction == 0:
             # Callbacks get the user's t0 but torchdiffeq's positive dt; the time of the last
             # stage (t0 ± dt) tells whether time runs backwards.

@@ -13,7 +13,7 @@ from stiffkit._utils import progress as progress_bar
 from stiffkit.analysis.columns import COLUMNS, conform
 from stiffkit.estimators.eigen import dominant_eig
 from stiffkit.estimators.lte import alignment, reference_step
-from stiffkit.estimators.pair import PAIR_EPS, pair_stiffness
+from stiffkit.estimators.pair import pair_stiffness
 from stiffkit.integrate.trajectory import Trajectory
 
 __all__ = ["analyze", "COLUMNS"]
@@ -82,7 +82,9 @@ def analyze(
     steps, samples : optional
         Restrict the report (and its cost) to these step and sample indices.
     stiff_threshold : float
-        ``stiff`` is ``stiffness_indicator ≥ stiff_threshold``.
+        ``stiff`` is ``stiffness_indicator ≥ stiff_threshold`` (pandas' nullable boolean:
+        NA where there is no ρ̂ — no pair, or a pair whose ``Δx`` is at roundoff level of the
+        states, ``pair_resolved`` False; :func:`stiffkit.estimators.pair_stiffness`).
     generator : torch.Generator, optional
         Start vectors of matrix-free eigen-estimates.
     progress : bool
@@ -168,8 +170,9 @@ def analyze(
             pg, pk = trajectory.pair_states[n][sel], trajectory.pair_drifts[n][sel]
             if bool(torch.isfinite(pg).all()) and bool(torch.isfinite(pk).all()):
                 dx, df = x_next - pg, f_next - pk
-                rho = pair_stiffness(x_next, f_next, pg, pk, eps=PAIR_EPS)
-                cols["rho_hat"] = rho.detach().double().numpy()
+                rho = pair_stiffness(x_next, f_next, pg, pk).detach().double().numpy()
+                cols["rho_hat"] = rho
+                cols["pair_resolved"] = np.isfinite(rho)
         rho_hat = cols.get("rho_hat", nan)
         cols["h_rho"] = h * rho_hat
         boundary = np.nan if bounds is None else float(bounds[n])  # None: no pair data
@@ -216,7 +219,9 @@ def analyze(
         rows.append(frame)
 
     out = conform(pd.concat(rows, ignore_index=True)) if rows else conform(pd.DataFrame())
-    out["stiff"] = out["stiffness_indicator"] >= stiff_threshold
+    indicator = out["stiffness_indicator"]
+    out["stiff"] = (indicator >= stiff_threshold).astype("boolean").mask(indicator.isna())
+    out["pair_resolved"] = out["pair_resolved"].astype("boolean")
     out["reference_converged"] = out["reference_converged"].astype("boolean")
     if bounds is None or bounds.size == 0:
         boundary_attr = None

@@ -17,11 +17,14 @@ COLUMNS: dict[str, str] = {
     "h": "step size |t_{n+1} − t_n|",
     "rho_hat": "cheap stiffness estimate ‖Δf‖/‖Δx‖ from the step's same-time pair "
     "(Proposition 1 / Hairer's stage difference), at t_{n+1}; no extra evaluations",
+    "pair_resolved": "whether the pair's Δx lies above roundoff of the states (False: rho_hat is "
+    "NaN — no information, not 'not stiff'); NA where the source has no pair",
     "h_rho": "h · rho_hat",
     "stiffness_indicator": "h · rho_hat / the step's real stability boundary (the tableau's "
     "real_stability_interval, or the sampler's per-step value): ≳ 1 means the step is "
     "limited by stability, not accuracy",
-    "stiff": "stiffness flag (monitor: DOPRI5's 15-step rule; analyze: indicator ≥ threshold)",
+    "stiff": "stiffness flag (monitor: DOPRI5's 15-step rule; analyze: indicator ≥ threshold, "
+    "NA where rho_hat is NaN)",
     "lambda_max": "|λ| of the eigenvalue of largest modulus of ∂f/∂x at (t_n, x_n) (reference)",
     "lambda_real": "real part of that eigenvalue (negative: contracting)",
     "h_lambda": "h · lambda_max",

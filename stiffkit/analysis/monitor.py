@@ -64,7 +64,6 @@ from stiffkit.analysis.rule import (
     StiffnessFlags,
     StiffnessRule,
 )
-from stiffkit.estimators.pair import PAIR_EPS
 from stiffkit.integrate.trajectory import Trajectory
 from stiffkit.tableaux import ButcherTableau
 
@@ -118,8 +117,10 @@ class StiffnessMonitor(torch.nn.Module):
     batched : bool
         The state is ``[batch, *dims]`` (default). False: the whole state is one sample,
         reported as a batch of 1.
-    eps : float
-        Zero-denominator guard of ρ̂ (:data:`stiffkit.estimators.PAIR_EPS`).
+    eps : float or None
+        Guard of ρ̂ as in :func:`stiffkit.estimators.pair_stiffness`: None (default) the
+        scale-relative one (ρ̂ NaN, ``pair_resolved`` False, where the stages coincide to
+        roundoff); a float the absolute ``‖Δk‖ / (‖Δg‖ + eps)``.
 
     Examples
     --------
@@ -136,7 +137,7 @@ class StiffnessMonitor(torch.nn.Module):
         rule: StiffnessRule | None = None,
         keep: str = "pairs",
         batched: bool = True,
-        eps: float = PAIR_EPS,
+        eps: float | None = None,
     ) -> None:
         super().__init__()
         if not callable(f):
@@ -150,7 +151,8 @@ class StiffnessMonitor(torch.nn.Module):
             raise ValueError(f"`keep` must be one of {', '.join(map(repr, _KEEP))}, got {keep!r}.")
         if not isinstance(batched, bool):
             raise TypeError(f"`batched` must be a bool, got {type(batched).__name__}.")
-        check_real(eps, "eps", lo=0)
+        if eps is not None:
+            check_real(eps, "eps", lo=0)
         self.f = f  # an nn.Module becomes a submodule
         self.method, self.rule, self.keep, self.batched, self.eps = method, rule, keep, batched, eps
         self._spec = spec
@@ -287,6 +289,7 @@ class StiffnessMonitor(torch.nn.Module):
             "h_rho": h_rho.ravel(),
             "stiffness_indicator": h_rho.ravel() / self._spec.boundary,
             "stiff": flags.stiff.ravel(),
+            "pair_resolved": np.isfinite(rho.ravel()),
             "t_next": np.repeat(t_next, B),
             "iasti": flags.iasti.ravel(),
             "nonsti": flags.nonsti.ravel(),

@@ -105,8 +105,9 @@ class StiffnessRule:
         Parameters
         ----------
         h_rho : array_like, [N, batch]
-            ``h·ρ̂`` after each accepted step, steps in order. NaN entries count as
-            negative tests.
+            ``h·ρ̂`` after each accepted step, steps in order. A NaN entry (a stage pair at
+            roundoff level: no information) is no test at all — it neither counts towards
+            stiffness nor resets the count.
 
         Returns
         -------
@@ -122,8 +123,9 @@ class StiffnessRule:
         ns = np.zeros(B, dtype=np.int64)
         with np.errstate(invalid="ignore"):
             positive = values > self.threshold
+        known = ~np.isnan(values)
         for n in range(N):
-            tested = np.full(B, (n + 1) % self.check_every == 0) | (ia > 0)
+            tested = known[n] & (np.full(B, (n + 1) % self.check_every == 0) | (ia > 0))
             pos, neg = tested & positive[n], tested & ~positive[n]
             ia = np.where(pos, ia + 1, ia)
             ns = np.where(pos, 0, np.where(neg, ns + 1, ns))

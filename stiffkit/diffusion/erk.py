@@ -5,15 +5,18 @@ Runge-Kutta Guidance" (ICLR 2026), docs/theory/erk_guid.md. Given two points of 
 trajectory with their drifts, ``(x_a, f_a)`` and ``(x_b, f_b)``, the pair estimates the
 stiffness and its direction at no extra evaluation (Proposition 1)::
 
-    ρ̂ = ‖f_a − f_b‖ / (‖x_a − x_b‖ + ε),   v̂ = (f_a − f_b) / (‖f_a − f_b‖ + ε),
+    ρ̂ = ‖f_a − f_b‖ / ‖x_a − x_b‖,   v̂ = (f_a − f_b) / ‖f_a − f_b‖,
 
-and the step ``x_next`` of size ``h`` is corrected along ``v̂``::
+(the reference code adds ε = 1e-8 to both denominators: ``ErkGuid(eps=PAIR_EPS)``; by
+default a pair whose ``Δx`` is at roundoff level of the state gives no correction), and
+the step ``x_next`` of size ``h`` is corrected along ``v̂``::
 
     z = (w_stiff · h · ρ̂)²,   β = 1[ρ̂ > w_con],   x_next ← x_next + sign · h β z ⟨v̂, f⟩ v̂,
 
-with ``f`` the drift at the step's start and ``sign = −1`` (Heun, DPM-Solver-2) or ``+1``
-(DEIS, as in the reference code). On a linear drift with Heun, ``w_stiff = 1/√6`` cancels the
-leading local truncation error along ``v̂`` (:data:`W_STIFF_THEORY`).
+with ``f`` the drift at the step's start and ``sign = −1`` (every solver; the reference code
+uses ``+1`` for DEIS, measured far worse: figures/deis_sign.md). On a linear drift with Heun,
+``w_stiff = 1/√6`` cancels the leading local truncation error along ``v̂``
+(:data:`W_STIFF_THEORY`).
 
 The settings are one frozen value, :class:`ErkGuid`; each sampler step hands the pair it
 already has to the driver as an :class:`ErkPair` (:mod:`stiffkit.diffusion.samplers`).
@@ -94,9 +97,14 @@ class ErkGuid:
     correction_sign : {-1, +1} or None
         Sign of the correction; None takes the solver's own
         (:data:`stiffkit.diffusion.samplers.DEFAULT_CORRECTION_SIGN`).
-    eps : float
-        Denominator guard of the pair estimates (:data:`stiffkit.estimators.PAIR_EPS` =
-        1e-8, as upstream).
+    eps : float or None
+        Denominator guard of the pair estimates. None (default): the estimators'
+        scale-relative guard (:func:`stiffkit.estimators.pair_stiffness`), so the sampler's
+        ``erk_rho`` is :func:`stiffkit.analyze`'s ``rho_hat``; where the pair's ``Δx`` is at
+        roundoff level of the state, ρ̂ is NaN (recorded so in ``erk_rho``) and the step is
+        left uncorrected. :data:`stiffkit.estimators.PAIR_EPS` = 1e-8: the reference code's
+        absolute guard ``‖Δf‖ / (‖Δx‖ + 1e-8)``, which reproduces it bit for bit but biases
+        ρ̂ low where ``‖Δx‖`` is not large against 1e-8 (small states, float32).
     oracle : {None, "dense", "power", "arpack"} or callable
         Replace ``ρ̂`` and ``v̂`` by the exact dominant eigenpair of ``∂f/∂x`` at the step's
         start (``callable(sigma, x) -> (|λ₁|, v₁)``, e.g. :func:`mixture_oracle`), on the
@@ -114,7 +122,7 @@ class ErkGuid:
     w_stiff: float = 0.0
     w_con: float = 0.0
     correction_sign: float | None = None
-    eps: float = PAIR_EPS
+    eps: float | None = None
     oracle: OracleSpec = None
 
     def __post_init__(self) -> None:
@@ -122,7 +130,8 @@ class ErkGuid:
         check_finite(float(self.w_con), "w_con")
         if self.w_stiff < 0:
             raise ValueError(f"`w_stiff` must be non-negative, got {self.w_stiff}.")
-        check_positive(float(self.eps), "eps")
+        if self.eps is not None:
+            check_positive(float(self.eps), "eps")
         check_correction_sign(self.correction_sign)
         oracle = self.oracle
         if not (oracle is None or callable(oracle) or oracle in ORACLE_METHODS):
@@ -194,7 +203,8 @@ def erk_guid_correction(
     rho: Tensor | None = None,
     v: Tensor | None = None,
     sign: float = -1.0,
-    eps: float = PAIR_EPS,
+    eps: float | None = PAIR_EPS,
+    scale: Tensor | None = None,
 ) -> ErkCorrection:
     """Return ERK-Guid's correction of one step (no function evaluations).
 
@@ -213,10 +223,13 @@ def erk_guid_correction(
         Replace the pair estimates (the *oracle* variant: exact ``|λ₁|`` ``[batch]`` and
         unit ``v₁`` ``[batch, *dims]``).
     sign : float
-        −1 subtracts the correction (Heun, DPM-Solver-2), +1 adds it (DEIS upstream).
-    eps : float
+        −1 subtracts the correction (every solver's default), +1 adds it (DEIS upstream).
+    eps : float or None
         Denominator guard of the pair estimates (:data:`stiffkit.estimators.PAIR_EPS`, the
-        reference code's 1e-8).
+        reference code's 1e-8), or None for the scale-relative guard, which needs `scale`:
+        an unresolved pair gets ρ̂ = NaN and no correction.
+    scale : Tensor, [batch], optional
+        The state's norm (``eps=None`` only).
 
     Returns
     -------
@@ -225,15 +238,21 @@ def erk_guid_correction(
     """
     if (rho is None or v is None) and (dx is None or df is None):
         raise ValueError("Give the pair differences `dx` and `df`, or both `rho` and `v`.")
+    if not float(h) > 0:
+        raise ValueError(f"`h` must be a positive step size, got {float(h)!r}.")
     norm_df = flat_norm(df) if df is not None else None
     if rho is None:
-        rho = secant_ratio(df, dx, eps, norm_df=norm_df)
+        rho = secant_ratio(df, dx, eps, norm_df=norm_df, scale=scale)
     beta = (rho > w_con).to(f.dtype)
     z = (w_stiff * h * rho) ** 2
     if v is None:
         # v̂ = df / (‖df‖ + ε), kept implicit: delta = c·df with c = sign·h·β·z·⟨df, f⟩/(‖df‖ + ε)².
         # Same values as forming v̂, with two fewer full-size passes (the sampler's hot loop).
-        coef = sign * h * beta * z * flat_dot(df, f) / (norm_df + eps) ** 2  # [batch]
+        if eps is None:  # relative guard: no correction where ρ̂ is NaN (or Δf vanishes)
+            coef = sign * h * z * flat_dot(df, f) / norm_df.square()
+            coef = torch.where(beta > 0, coef, torch.zeros_like(coef))
+        else:
+            coef = sign * h * beta * z * flat_dot(df, f) / (norm_df + eps) ** 2  # [batch]
         delta = broadcast_per_sample(coef, df) * df
         return ErkCorrection(delta, rho, beta, coef.abs() * norm_df)
     coef = sign * h * beta * z * flat_dot(v, f)  # [batch]
@@ -285,6 +304,8 @@ def mixture_oracle(mixture) -> Oracle:
     def oracle(sigma: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         jac = mixture.drift_jacobian(x, sigma).to(torch.float64)  # [batch, d, d]
         values, vectors = sorted_eig(jac, symmetric=True)  # largest |λ| first
-        return values[:, 0].abs().to(x.dtype), vectors[:, :, 0].contiguous().to(x.dtype)
+        # v₁ in the state's shape: image-shaped mixtures (IsotropicMixture) flatten x for J.
+        vector = vectors[:, :, 0].reshape(x.shape).contiguous().to(x.dtype)
+        return values[:, 0].abs().to(x.dtype), vector
 
     return oracle

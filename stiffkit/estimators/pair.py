@@ -22,6 +22,7 @@ from stiffkit._utils import (
     check_same_shape,
     check_tensor,
     flat_norm,
+    resolution_floor,
     secant_ratio,
 )
 from stiffkit.tableaux import get_tableau, real_stability_interval
@@ -36,8 +37,10 @@ __all__ = [
     "stiffness_indicator",
 ]
 
-#: Guard added to denominators of pair estimates. ERK-Guid's reference code uses 1e-8;
-#: with it, identical points give ρ̂ = 0 instead of NaN.
+#: The absolute denominator guard of ERK-Guid's reference code, ``‖Δf‖ / (‖Δx‖ + 1e-8)``.
+#: The estimators' default is the scale-relative guard (``eps=None``): an absolute one
+#: makes ρ̂ depend on the states' scale (x' = −50x: ρ̂ = 50 at unit scale, 0.07 at 1e-9) and
+#: turns into 0 when ‖Δx‖ is at roundoff level.
 PAIR_EPS = 1e-8
 
 
@@ -50,10 +53,20 @@ def _check_pair(x_a: Tensor, f_a: Tensor, x_b: Tensor, f_b: Tensor) -> None:
     check_same_shape(x_a, f_a, "x_a", "f_a")
 
 
+def _check_eps(eps: float | None) -> None:
+    if eps is not None and not eps >= 0:
+        raise ValueError(f"`eps` must be None (scale-relative guard) or non-negative, got {eps!r}.")
+
+
+def _scale(x_a: Tensor, x_b: Tensor) -> Tensor:
+    """The states' scale for the relative guard, ``max(‖x_a‖, ‖x_b‖)`` ``[batch]``."""
+    return torch.maximum(flat_norm(x_a), flat_norm(x_b))
+
+
 def pair_stiffness(
-    x_a: Tensor, f_a: Tensor, x_b: Tensor, f_b: Tensor, *, eps: float = PAIR_EPS
+    x_a: Tensor, f_a: Tensor, x_b: Tensor, f_b: Tensor, *, eps: float | None = None
 ) -> Tensor:
-    """Return ``ρ̂ = ‖f_a − f_b‖ / (‖x_a − x_b‖ + eps)`` per sample (Proposition 1).
+    """Return ``ρ̂ = ‖f_a − f_b‖ / ‖x_a − x_b‖`` per sample (Proposition 1).
 
     Parameters
     ----------
@@ -61,33 +74,51 @@ def pair_stiffness(
         Two states at the same time.
     f_a, f_b : Tensor, [batch, *dims]
         The drift at each.
-    eps : float
-        Zero-denominator guard (:data:`PAIR_EPS`); identical points give 0, never NaN.
+    eps : float or None
+        None (default): the scale-relative guard — ρ̂ is NaN where ``‖x_a − x_b‖`` is at
+        roundoff level of the states (``≤ 16 ulps · max(‖x_a‖, ‖x_b‖)``,
+        :func:`stiffkit._utils.resolution_floor`), so it never depends on the states'
+        scale and never reports 0 for "no information". A float: the absolute guard
+        ``‖Δf‖ / (‖Δx‖ + eps)`` (:data:`PAIR_EPS` = 1e-8 reproduces ERK-Guid's reference
+        code; identical points then give 0).
 
     Returns
     -------
     Tensor, [batch]
+        ρ̂ per sample; NaN marks an unresolved pair (relative guard only).
     """
     _check_pair(x_a, f_a, x_b, f_b)
-    if not eps >= 0:
-        raise ValueError("`eps` must be non-negative.")
-    return secant_ratio(f_a - f_b, x_a - x_b, eps)
+    _check_eps(eps)
+    scale = _scale(x_a, x_b) if eps is None else None
+    return secant_ratio(f_a - f_b, x_a - x_b, eps, scale=scale)
 
 
 def pair_directions(
-    x_a: Tensor, f_a: Tensor, x_b: Tensor, f_b: Tensor, *, eps: float = PAIR_EPS
+    x_a: Tensor, f_a: Tensor, x_b: Tensor, f_b: Tensor, *, eps: float | None = None
 ) -> tuple[Tensor, Tensor]:
     """Return the unit drift difference and unit solution difference, ``[batch, *dims]`` each.
 
-    The drift difference ``(f_a − f_b)/(‖f_a − f_b‖ + eps)`` is ERK-Guid's ``v̂``; the
-    solution difference ``(x_a − x_b)/(‖x_a − x_b‖ + eps)`` is the alternative that weights
-    eigencomponents by ``z_k`` instead of ``z_k²``. Zero differences give zero vectors.
+    The drift difference ``(f_a − f_b)/‖f_a − f_b‖`` is ERK-Guid's ``v̂``; the solution
+    difference ``(x_a − x_b)/‖x_a − x_b‖`` is the alternative that weights eigencomponents
+    by ``z_k`` instead of ``z_k²``. With the default scale-relative guard (``eps=None``,
+    as :func:`pair_stiffness`) both are NaN for a pair whose ``Δx`` is at roundoff level, and
+    a zero ``Δf`` of a resolved pair gives a zero ``v̂``; a float `eps` is added to both
+    norms instead (zero differences then give zero vectors).
     """
     _check_pair(x_a, f_a, x_b, f_b)
+    _check_eps(eps)
     df, dx = f_a - f_b, x_a - x_b
-    v_f = df / broadcast_per_sample(flat_norm(df) + eps, df)
-    v_x = dx / broadcast_per_sample(flat_norm(dx) + eps, dx)
-    return v_f, v_x
+    if eps is not None:
+        v_f = df / broadcast_per_sample(flat_norm(df) + eps, df)
+        v_x = dx / broadcast_per_sample(flat_norm(dx) + eps, dx)
+        return v_f, v_x
+    norm_dx = flat_norm(dx)
+    resolved = norm_dx > resolution_floor(_scale(x_a, x_b))
+    tiny = torch.finfo(df.dtype).tiny
+    nan = torch.full_like(norm_dx, float("nan"))
+    inv_f = torch.where(resolved, 1.0 / flat_norm(df).clamp_min(tiny), nan)
+    inv_x = torch.where(resolved, 1.0 / norm_dx.clamp_min(tiny), nan)
+    return df * broadcast_per_sample(inv_f, df), dx * broadcast_per_sample(inv_x, dx)
 
 
 # --------------------------------------------------------------------- from RK steps
@@ -107,11 +138,12 @@ def stage_pair(tableau) -> tuple[int, int] | None:
     return None
 
 
-def hairer_stiffness(step, tableau, *, eps: float = PAIR_EPS) -> Tensor:
+def hairer_stiffness(step, tableau, *, eps: float | None = None) -> Tensor:
     """Return Hairer's stage-difference estimate ``‖k_j − k_i‖ / ‖g_j − g_i‖`` per sample.
 
     Uses two stages of an :class:`~stiffkit.integrate.rk.RKStep` at the same abscissa
-    (:func:`stage_pair`); no extra evaluation. Multiply by ``|h|`` and compare with
+    (:func:`stage_pair`); no extra evaluation; `eps` as :func:`pair_stiffness` (NaN where the
+    stages coincide to roundoff). Multiply by ``|h|`` and compare with
     :func:`~stiffkit.tableaux.stability.real_stability_interval` (DOPRI5 flags ``h·ρ̂ > 3.25``).
 
     Raises
@@ -133,13 +165,14 @@ def hairer_stiffness(step, tableau, *, eps: float = PAIR_EPS) -> Tensor:
     return pair_stiffness(step.g[j], step.k[j], step.g[i], step.k[i], eps=eps)
 
 
-def embedded_stiffness(f, step, *, f_new: Tensor | None = None, eps: float = PAIR_EPS) -> Tensor:
+def embedded_stiffness(f, step, *, f_new: Tensor | None = None,
+                       eps: float | None = None) -> Tensor:
     """Return ``‖f(t+h, x̂) − f(t+h, x)‖ / ‖x̂ − x‖`` per sample from a step's two solutions.
 
     The fallback for tableaux without a same-abscissa stage pair: one extra evaluation
     ``f(t + h, x̂)`` (two if `f_new` = ``f(t + h, x)`` is not supplied; FSAL methods have
     it as ``step.k[-1]``). Exact on linear problems: it is the Rayleigh-type quotient of
-    Proposition 1 with ``Δx = x − x̂``.
+    Proposition 1 with ``Δx = x − x̂``. `eps` as :func:`pair_stiffness`.
     """
     if step.x_hat is None:
         raise ValueError("`step` has no embedded solution (tableau without `b_hat`).")

@@ -35,7 +35,7 @@ from stiffkit._utils import flat_norm
 from stiffkit._utils import progress as progress_bar
 from stiffkit.estimators.jvp import jacobian_dense
 from stiffkit.estimators.lte import REFERENCE_SUBSTEPS, alignment, reference_step
-from stiffkit.estimators.pair import PAIR_EPS, pair_stiffness
+from stiffkit.estimators.pair import pair_stiffness
 from stiffkit.estimators.spectrum import sorted_eig
 from stiffkit.integrate.trajectory import Trajectory
 
@@ -57,7 +57,8 @@ ALIGNMENT_COLUMNS: dict[str, str] = {
     "lambda_max": "|λ₁|",
     "h_lambda": "h_i · |λ₁|",
     "asymmetry": "‖J − Jᵀ‖_F / ‖J‖_F of the reference Jacobian (eigh used its symmetric part)",
-    "rho_hat": "ERK-Guid's ρ̂ = ‖Δf‖ / (‖Δx‖ + PAIR_EPS) at σ_i (= the sampler's erk_rho)",
+    "rho_hat": "ERK-Guid's ρ̂ = ‖Δf‖ / ‖Δx‖ at σ_i (= the sampler's erk_rho; NaN where Δx "
+    "is at roundoff level)",
     "h_rho": "h_i · ρ̂",
     "dx_norm": "‖Δx‖, Δx = x_i − x_E (previous step's Euler point, at σ_i)",
     "df_norm": "‖Δf‖, Δf = f_i − f(x_E; σ_i)",
@@ -186,7 +187,7 @@ def heun_alignment(
         cos = {k: _numpy(v) for k, v in alignment(v1, **vecs).items()}
 
         lam1 = _numpy(values[:, 0])
-        rho = _numpy(pair_stiffness(x, f_x, x_pair, f_pair, eps=PAIR_EPS))
+        rho = _numpy(pair_stiffness(x, f_x, x_pair, f_pair))
         frame = {
             "step": i, "sample": np.arange(B),
             "sigma": float(sigma), "sigma_next": float(sigma_next), "h": h,

@@ -102,7 +102,13 @@ def test_solution_bitwise_and_evaluations_unchanged(case, dtype, method):
     assert mon.num_steps > 0
     df = mon.frame()
     assert len(df) == mon.num_steps * x0.shape[0]
-    assert np.isfinite(df.rho_hat).all() and (df.rho_hat >= 0).all()
+    # ρ̂ is a number wherever the stage pair is resolved, NaN (flagged) only where not —
+    # which float64 never needs here (float32's stiff components decay to roundoff).
+    resolved = df.pair_resolved.to_numpy(dtype=bool)
+    assert np.isfinite(df.rho_hat[resolved]).all() and (df.rho_hat[resolved] >= 0).all()
+    assert df.rho_hat[~resolved].isna().all()
+    if dtype == F64:
+        assert resolved.all()
 
 
 @pytest.mark.parametrize(
@@ -298,7 +304,8 @@ def test_analyze_reproduces_monitor_rho():
         np.testing.assert_allclose(ref[col].to_numpy(), ours[col].to_numpy(), rtol=1e-12,
                                    err_msg=col)
     np.testing.assert_allclose(ref.lambda_max, LAMBDA, rtol=1e-9)
-    assert df[list(COLUMNS)[8:]].isna().all().all()  # no reference in the monitor's frame
+    reference_columns = list(COLUMNS)[list(COLUMNS).index("lambda_max"):]
+    assert df[reference_columns].isna().all().all()  # no reference in the monitor's frame
     assert df.attrs["stability_boundary"] == pytest.approx(3.3066, abs=1e-4)
     assert df.attrs["nfe"] == mon.nfe and traj.nfe == mon.nfe
 

@@ -67,3 +67,16 @@ def test_rule_bad_input_raises():
         StiffnessRule(threshold=math.nan)
     with pytest.raises(ValueError, match="`h_rho`"):
         StiffnessRule().apply(np.ones(3))
+
+
+def test_nan_is_no_test_neither_counting_nor_resetting():
+    # A NaN h·ρ̂ (an unresolved stage pair) carries no information: unlike a negative test,
+    # six of them in a row must not reset the count (issue 12, defect 3).
+    rule = StiffnessRule(threshold=1.0, count=3, reset_after=2)
+    h_rho = np.array([[2.0], [np.nan], [np.nan], [np.nan], [2.0], [2.0]])
+    flags = rule.apply(h_rho)
+    assert flags.iasti[:, 0].tolist() == [1, 1, 1, 1, 2, 3]
+    assert flags.nonsti[:, 0].tolist() == [0, 0, 0, 0, 0, 0]
+    assert flags.onset_step.tolist() == [5]
+    negatives = rule.apply(np.array([[2.0], [0.0], [0.0], [2.0]]))
+    assert negatives.iasti[:, 0].tolist() == [1, 1, 0, 1]

@@ -23,6 +23,7 @@ from stiffkit.diffusion.erk import (
 from stiffkit.diffusion.noise import mixture_samples
 from stiffkit.diffusion.samplers import pf_ode_drift, sample
 from stiffkit.diffusion.schedules import edm_sigmas
+from stiffkit.estimators import PAIR_EPS
 
 F64 = torch.float64
 
@@ -30,7 +31,9 @@ F64 = torch.float64
 # ------------------------------------------------------------------------ the settings
 def test_erk_guid_settings_are_one_frozen_value():
     cfg = ErkGuid(w_stiff=1.0, w_con=0.5)
-    assert (cfg.correction_sign, cfg.eps, cfg.oracle) == (None, 1e-8, None)
+    # eps None: the estimators' scale-relative guard (issue 12, defect 3); PAIR_EPS on demand.
+    assert (cfg.correction_sign, cfg.eps, cfg.oracle) == (None, None, None)
+    assert ErkGuid(eps=PAIR_EPS).eps == 1e-8
     assert cfg.corrects and cfg.needs_pair
     assert cfg.sign_for(+1.0) == 1.0 and ErkGuid(correction_sign=-1).sign_for(+1.0) == -1.0
     assert not ErkGuid().needs_pair and ErkGuid(oracle="dense").needs_pair
@@ -133,14 +136,17 @@ def test_pair_estimate_is_exact_on_linear_drift():
     J = torch.tensor([[5.0, 1.0], [1.0, 0.5]], dtype=F64)
     x0 = torch.tensor([[1.0, -2.0], [0.3, 0.7]], dtype=F64)
     sig = torch.tensor([1.2, 1.1, 1.0, 0.9], dtype=F64)
-    traj = sample(linear_denoiser(J), x0, sig)
+    traj = sample(linear_denoiser(J), x0, sig)  # the estimators' guard, the default
+    upstream = sample(linear_denoiser(J), x0, sig, eps=PAIR_EPS)  # the reference code's
     for n in range(2):
         dx = traj.states[n + 1] - traj.pair_states[n]
         df = traj.drifts[n + 1] - traj.pair_drifts[n]
         torch.testing.assert_close(df, dx @ J.T, rtol=1e-12, atol=1e-14)
-        want = stiffkit.pair_stiffness(traj.states[n + 1], traj.drifts[n + 1],
-                                       traj.pair_states[n], traj.pair_drifts[n])
+        pair = (traj.states[n + 1], traj.drifts[n + 1], traj.pair_states[n], traj.pair_drifts[n])
+        want = stiffkit.pair_stiffness(*pair)
         torch.testing.assert_close(traj.diagnostics["erk_rho"][n + 1], want, rtol=0, atol=0)
+        torch.testing.assert_close(upstream.diagnostics["erk_rho"][n + 1],
+                                   stiffkit.pair_stiffness(*pair, eps=PAIR_EPS), rtol=0, atol=0)
     assert torch.isnan(traj.diagnostics["erk_rho"][0]).all()
 
 

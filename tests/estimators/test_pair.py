@@ -80,10 +80,14 @@ def test_pair_stiffness_within_spectrum_and_proposition_1(system):
 def test_pair_stiffness_guard_and_directions():
     x = torch.randn(4, 3, dtype=F64)
     f = torch.randn(4, 3, dtype=F64)
-    rho = pair_stiffness(x, f, x, f)
-    assert torch.equal(rho, torch.zeros(4, dtype=F64))  # identical points: 0, never NaN
-    v_f, v_x = pair_directions(x, f, x, f)
+    rho = pair_stiffness(x, f, x, f, eps=PAIR_EPS)
+    assert torch.equal(rho, torch.zeros(4, dtype=F64))  # absolute guard: identical points give 0
+    v_f, v_x = pair_directions(x, f, x, f, eps=PAIR_EPS)
     assert torch.equal(v_f, torch.zeros_like(x)) and torch.equal(v_x, torch.zeros_like(x))
+    # The default, scale-relative guard: identical points carry no information — NaN.
+    assert pair_stiffness(x, f, x, f).isnan().all()
+    v_f, v_x = pair_directions(x, f, x, f)
+    assert v_f.isnan().all() and v_x.isnan().all()
     y = x + torch.randn(4, 3, dtype=F64)
     g = f + torch.randn(4, 3, dtype=F64)
     v_f, v_x = pair_directions(y, g, x, f)
@@ -202,3 +206,51 @@ def test_non_normal_failure_mode_is_documented():
     rho_generic = pair_stiffness(y, prob.f(0.0, y), x, prob.f(0.0, x)).numpy()
     assert np.median(rho_generic) > 50 * spectral_radius
     assert np.all(rho <= norm2 * (1 + 1e-9)) and np.all(rho_generic <= norm2 * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-6, 1e-9, 1e-30, 1e30])
+def test_rho_hat_does_not_depend_on_the_states_scale(scale):
+    # Regression (issue 12, defect 3): the absolute guard 1e-8 gave ρ̂ = 50 at unit scale,
+    # 28.5 at 1e-6 and 0.07 at 1e-9 on x' = −50x. The default guard is relative.
+    x_a = scale * torch.randn(5, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
+    x_b = x_a * (1 - 50 * 1e-3)  # an Euler step of x' = −50x, h = 1e-3
+    rho = pair_stiffness(x_a, -50 * x_a, x_b, -50 * x_b)
+    torch.testing.assert_close(rho, torch.full((5,), 50.0, dtype=F64), rtol=1e-10, atol=0)
+    assert pair_stiffness(x_a, -50 * x_a, x_b, -50 * x_b, eps=PAIR_EPS)[0] < 50  # the bias
+
+
+def test_rho_hat_in_float32_is_resolved_or_nan_never_zero():
+    # float32, h = 1e-7: the absolute guard returned exactly 0 (stiffness flag silently off).
+    x_a = torch.randn(6, 3, generator=torch.Generator().manual_seed(2))
+    for h, resolved in ((1e-5, True), (1e-9, False)):
+        x_b = x_a * (1 - 50 * h)
+        rho = pair_stiffness(x_a, -50 * x_a, x_b, -50 * x_b)
+        if resolved:
+            torch.testing.assert_close(rho, torch.full((6,), 50.0), rtol=0.05, atol=0)
+        else:
+            assert rho.isnan().all()  # Δx below roundoff: no information, flagged
+        assert not (rho == 0).any()
+
+
+def test_relative_guard_threshold_is_sixteen_ulps_of_the_larger_state():
+    from stiffkit._utils import RESOLUTION_ULPS
+
+    x_a = torch.tensor([[3.0, 4.0]], dtype=F64)  # ‖x_a‖ = 5
+    floor = RESOLUTION_ULPS * torch.finfo(F64).eps * 5.0
+    above = x_a + torch.tensor([[1.1 * floor, 0.0]], dtype=F64)
+    below = x_a + torch.tensor([[0.9 * floor, 0.0]], dtype=F64)
+    f = torch.zeros_like(x_a)
+    assert torch.isfinite(pair_stiffness(above, f + 1, x_a, f)).all()
+    assert pair_stiffness(below, f + 1, x_a, f).isnan().all()
+
+
+def test_stage_estimates_use_the_relative_guard_by_default():
+    # hairer_stiffness / embedded_stiffness on a tiny-scale linear problem: ρ̂ = |λ| still,
+    # as at unit scale (the embedded pair's Δx ~ (hλ)⁵‖x‖ carries relative roundoff ~1e-6).
+    prob = symmetric_linear(np.array([-50.0, -50.0]), seed=0)
+    x = torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
+    fifty = torch.full((3,), 50.0, dtype=F64)
+    for scale in (1.0, 1e-12):
+        step = rk_step(prob.f, 0.0, scale * x, 1e-3, "dopri5")
+        torch.testing.assert_close(hairer_stiffness(step, "dopri5"), fifty, rtol=1e-8, atol=0)
+        torch.testing.assert_close(embedded_stiffness(prob.f, step), fifty, rtol=1e-5, atol=0)

@@ -87,7 +87,7 @@ def test_rho_hat_is_the_samplers_and_obeys_proposition_1(trajectory):
     # Both pair points lie at σ_i and f is linear in x there: ρ̂ is a Rayleigh quotient of J².
     lam1 = df["lambda_max"].to_numpy()
     assert (df["rho_hat"] <= lam1 * (1 + 1e-9)).all()
-    # The lower bound |λ₁|·cos(Δx, v₁) holds for the unguarded ratio (PAIR_EPS lowers ρ̂).
+    # The lower bound |λ₁|·cos(Δx, v₁) of Proposition 1, on the recorded norms.
     ratio = df["df_norm"] / df["dx_norm"]
     assert (ratio >= lam1 * df["cos_dx_v1"] * (1 - 1e-9)).all()
     # Δf = J Δx amplifies the v₁ component by λ₁/λ₂ > 1: it always aligns better than Δx.

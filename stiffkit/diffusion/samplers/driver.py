@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_tensor, secant_ratio
+from stiffkit._utils import check_finite, check_tensor, flat_norm, secant_ratio
 from stiffkit._utils import progress as progress_bar
 from stiffkit.diffusion.erk import (
     ErkCorrection,
@@ -38,7 +38,6 @@ from stiffkit.diffusion.samplers.drift import Denoiser, denoise, pf_ode_drift, t
 from stiffkit.diffusion.samplers.euler import EULER, euler_step
 from stiffkit.diffusion.samplers.solvers import Solver, get_solver, list_solvers
 from stiffkit.diffusion.schedules import check_sigmas
-from stiffkit.estimators.pair import PAIR_EPS
 from stiffkit.integrate.trajectory import Trajectory
 
 __all__ = ["sample", "sample_final", "Callback"]
@@ -50,7 +49,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _erk_config(erk: ErkGuid | None, w_stiff: float, w_con: float, eps: float,
+def _erk_config(erk: ErkGuid | None, w_stiff: float, w_con: float, eps: float | None,
                 oracle: OracleSpec, correction_sign: float | None) -> ErkGuid:
     """Return `erk`, or the :class:`ErkGuid` of the loose keywords (never both)."""
     loose = ErkGuid(w_stiff=w_stiff, w_con=w_con, correction_sign=correction_sign, eps=eps,
@@ -111,7 +110,7 @@ def _configure(
     erk: ErkGuid | None = None,
     w_stiff: float = 0.0,
     w_con: float = 0.0,
-    eps: float = PAIR_EPS,
+    eps: float | None = None,
     oracle: OracleSpec = None,
     correction_sign: float | None = None,
     solver_options: Mapping[str, Any] | None = None,
@@ -198,6 +197,10 @@ def _integrate(run: _Run, record: bool):
                            device=x_init.device)
     zero_batch = torch.zeros_like(nan_batch)
 
+    def scale_of(x: Tensor) -> Tensor | None:
+        """The state's norm, for the scale-relative guard (``eps=None``) only."""
+        return flat_norm(x) if erk.eps is None else None
+
     x, carry = x_init, None
     steps = progress_bar(range(N), enabled=run.progress, desc=f"{solver.name} sampler",
                          unit="step")
@@ -214,9 +217,10 @@ def _integrate(run: _Run, record: bool):
         rho_diag, beta_diag, norm_diag = nan_batch, zero_batch, zero_batch
         if pair is not None and not erk.needs_pair:
             if diagnose:
-                rho_diag = secant_ratio(pair.df, pair.dx, erk.eps)
+                rho_diag = secant_ratio(pair.df, pair.dx, erk.eps, scale=scale_of(x))
         elif pair is not None:
-            kw = dict(w_stiff=erk.w_stiff, w_con=erk.w_con, sign=sign, eps=erk.eps)
+            kw = dict(w_stiff=erk.w_stiff, w_con=erk.w_con, sign=sign, eps=erk.eps,
+                      scale=scale_of(x))
             if oracle_fn is not None:
                 rho, v = oracle_fn(s, x)
                 corr: ErkCorrection = erk_guid_correction(f, pair.h, rho=rho, v=v, **kw)
@@ -292,8 +296,10 @@ def sample(run: _Run) -> Trajectory:
         (:func:`edm_sigmas`).
     solver : {"heun", "euler", "dpm2", "deis"} or Solver
         EDM's Heun (``2N − 1`` evaluations on an EDM grid), Euler, DPM-Solver-2 (option
-        ``r``) or DEIS's tAB multistep (option ``max_order``); any registered name
-        (:func:`~stiffkit.diffusion.samplers.register_solver`) or a :class:`Solver`.
+        ``r``) or DEIS's multistep (options ``max_order`` and ``variant``, ``"rhoab"`` —
+        the default — or ``"tab"``: :func:`~stiffkit.diffusion.samplers.deis_coefficients`);
+        any registered name (:func:`~stiffkit.diffusion.samplers.register_solver`) or a
+        :class:`Solver`.
     erk : ErkGuid, optional
         ERK-Guid's settings as one value; or give them as the keywords below (not both).
     w_stiff, w_con, eps, oracle, correction_sign
@@ -302,8 +308,8 @@ def sample(run: _Run) -> Trajectory:
         sign override of :data:`DEFAULT_CORRECTION_SIGN`).
     solver_options : mapping, optional
         Options of the solver (:attr:`Solver.options`; unset ones take its defaults), e.g.
-        ``{"r": 0.3}`` for ``"dpm2"``. An option the solver does not take is a
-        ``ValueError`` naming it.
+        ``{"r": 0.3}`` for ``"dpm2"``, ``{"variant": "tab"}`` for ``"deis"``. An option the
+        solver does not take is a ``ValueError`` naming it.
     r : float, optional
         Shorthand for ``solver_options={"r": r}``: DPM-Solver-2's intermediate level
         exponent, in (0, 1] (default :data:`DPM2_R` = 0.5).
