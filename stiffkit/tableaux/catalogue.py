@@ -118,7 +118,8 @@ _add(
         b=["1/6", "1/3", "1/3", "1/6"],
         c=[0, "1/2", "1/2", 1],
         order=4,
-        citation="[HNW] II.1 (Kutta 1901), the classical method",
+        citation="[HNW] II.1 (Kutta 1901), the classical method (torchdiffeq's 'rk4' is "
+                 "not this one but the 3/8 rule, stiffkit's 'rk38')",
     )
 )
 
@@ -129,7 +130,7 @@ _add(
         b=["1/8", "3/8", "3/8", "1/8"],
         c=[0, "1/3", "2/3", 1],
         order=4,
-        citation="[HNW] II.1 (Kutta 1901), the 3/8 rule",
+        citation="[HNW] II.1 (Kutta 1901), the 3/8 rule (torchdiffeq's 'rk4')",
     )
 )
 

@@ -197,3 +197,11 @@ def test_mixture_oracle_matches_generic_dense_oracle(mix):
     b = sample(mix, x0, sig, w_stiff=1.0, oracle="dense")
     torch.testing.assert_close(a.states, b.states, rtol=1e-7, atol=1e-9)
     assert not torch.allclose(a.states[-1], sample(mix, x0, sig, w_stiff=1.0).states[-1])
+
+
+@pytest.mark.parametrize("h", [-0.1, 0.0, float("nan")])
+def test_correction_refuses_a_non_positive_step(h):
+    # Issue 12 (small ones): h < 0 used to flip the correction's sign silently.
+    f = dx = df = torch.ones(2, 3, dtype=F64)
+    with pytest.raises(ValueError, match="`h` must be a positive step size"):
+        erk_guid_correction(f, h, w_stiff=1.0, w_con=0.0, dx=dx, df=df)
