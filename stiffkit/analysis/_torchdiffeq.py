@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import flat_norm, secant_ratio
-from stiffkit.analysis.rule import DOPRI5_THRESHOLD, DOPRI8_THRESHOLD
 from stiffkit.estimators.pair import stage_pair
+from stiffkit.integrate.rule import DOPRI5_THRESHOLD, DOPRI8_THRESHOLD
 from stiffkit.tableaux import ButcherTableau, get_tableau
 from stiffkit.tableaux.stability import real_stability_interval
 

@@ -21,7 +21,7 @@ tensor, so the solution is bitwise that of plain ``odeint`` and no evaluation is
 
 Stiffness flag. After every accepted step the rule of DOPRI5 [HNW, ``dopri5.f``] tests
 ``h·ρ̂ > 3.25`` and flags stiffness after 15 positive tests
-(:class:`~stiffkit.analysis.rule.StiffnessRule`). The rule runs **per sample**: torchdiffeq
+(:class:`~stiffkit.integrate.rule.StiffnessRule`). The rule runs **per sample**: torchdiffeq
 takes one step for the whole batch, but ρ̂ is a property of each sample, so each sample has
 its own counters and onset time. Because the shared step is limited by the stiffest sample,
 a sample whose own ρ̂ is small shows a small ``h·ρ̂`` even while the batch is
@@ -30,7 +30,7 @@ stability-limited; the onset of the batch is the earliest of the per-sample onse
 Supported methods: ``"dopri5"`` (Dormand–Prince with Shampine's embedded weights, i.e.
 stiffkit's ``"dopri5_shampine"``) and ``"dopri8"`` (Prince–Dormand RK8(7)13M, stiffkit's
 ``"dopri8"`` — *not* DOP853: its real stability boundary is 5.17, not 6.39, so its default
-threshold is :data:`~stiffkit.analysis.rule.DOPRI8_THRESHOLD`, the fraction of the boundary
+threshold is :data:`~stiffkit.integrate.rule.DOPRI8_THRESHOLD`, the fraction of the boundary
 that DOP853's 6.1 is of 6.39). ``"bosh3"``, ``"fehlberg2"`` and ``"adaptive_heun"`` have no
 two evaluated stages at the same abscissa (Bogacki–Shampine's only ``c = 1`` stage is the
 new solution; in torchdiffeq's Fehlberg 1(2) and Heun–Euler the ``c = 1`` stage is the
@@ -58,7 +58,7 @@ from stiffkit.analysis._torchdiffeq import (
     check_method,
 )
 from stiffkit.analysis.columns import conform
-from stiffkit.analysis.rule import (
+from stiffkit.integrate.rule import (
     DOPRI5_THRESHOLD,
     DOPRI8_THRESHOLD,
     StiffnessFlags,
@@ -108,7 +108,7 @@ class StiffnessMonitor(torch.nn.Module):
         The method given to ``odeint`` (checked on every step: another method raises).
     rule : StiffnessRule, optional
         The stiffness flag; default DOPRI5's (threshold 3.25, 15 steps, reset after 6),
-        with threshold :data:`~stiffkit.analysis.rule.DOPRI8_THRESHOLD` for "dopri8".
+        with threshold :data:`~stiffkit.integrate.rule.DOPRI8_THRESHOLD` for "dopri8".
     keep : {"pairs", "scalars", "stages"}
         What to keep per accepted step besides ``t, h, ρ̂``: "pairs" (default) the new
         state, its drift and the paired stage, enough for :meth:`trajectory`;

@@ -4,6 +4,9 @@
   kept) and the fixed-grid solve :func:`solve_fixed`;
 * :mod:`~stiffkit.integrate.adaptive` — :func:`solve_adaptive` with an embedded pair, its
   step size set by :mod:`~stiffkit.integrate.controller` (a pure function of the error norms);
+* :mod:`~stiffkit.integrate.rule` — DOPRI5's stiffness rule (:class:`StiffnessRule`), run
+  per sample; :func:`solve_adaptive` runs it after every step, the torchdiffeq monitor on
+  its record;
 * :mod:`~stiffkit.integrate.trajectory` — :class:`Trajectory`, what every solver and sampler
   records and :func:`stiffkit.analyze` reads;
 * :mod:`~stiffkit.integrate.convergence` — measured convergence orders;
@@ -14,11 +17,14 @@
 from stiffkit.integrate.adaptive import AdaptiveSolution, solve_adaptive
 from stiffkit.integrate.convergence import convergence_study, fitted_order
 from stiffkit.integrate.rk import RKStep, pair_stage_index, rk_step, solve_fixed
+from stiffkit.integrate.rule import StiffnessDetected, StiffnessRule
 from stiffkit.integrate.trajectory import Trajectory
 
 __all__ = [
     "AdaptiveSolution",
     "RKStep",
+    "StiffnessDetected",
+    "StiffnessRule",
     "Trajectory",
     "convergence_study",
     "fitted_order",

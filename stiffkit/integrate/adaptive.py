@@ -28,15 +28,22 @@ from torch import Tensor
 from stiffkit._utils import check_batch, check_finite, check_output, check_positive
 from stiffkit.integrate.controller import ERR_PREV_FLOOR, StepController
 from stiffkit.integrate.rk import Drift, RKStep, _combine, pair_stage_index, rk_step
+from stiffkit.integrate.rule import (
+    ON_STIFF,
+    StiffnessDetected,
+    StiffnessRule,
+    _StiffnessWatch,
+    stiffness_threshold,
+)
 from stiffkit.integrate.trajectory import Trajectory
 from stiffkit.tableaux import ButcherTableau, get_tableau
 
-__all__ = ["AdaptiveSolution", "solve_adaptive", "error_norm", "initial_step"]
+__all__ = ["AdaptiveSolution", "StiffnessDetected", "solve_adaptive", "error_norm",
+           "initial_step", "stiffness_threshold"]
 
 #: Smallest relative tolerance, in units of the dtype's machine epsilon (scipy uses 100 too):
 #: below it the embedded error estimate is roundoff and the step size collapses.
 MIN_RTOL_ULPS = 100.0
-
 @dataclass(frozen=True, eq=False)
 class AdaptiveSolution:
     """Result of :func:`solve_adaptive`.
@@ -101,6 +108,8 @@ def solve_adaptive(
     h0: float | None = None,
     max_steps: int = 100_000,
     use_aux_error: bool = False,
+    on_stiff: str = "warn",
+    stiffness_rule: StiffnessRule | None = None,
 ) -> AdaptiveSolution:
     """Integrate ``dx/dt = f(t, x)`` over `t_span` with error-controlled steps.
 
@@ -127,10 +136,28 @@ def solve_adaptive(
     use_aux_error : bool
         For DOP853: combine the order-5 and order-3 estimates as Hairer does
         (``e5² / sqrt(e5² + 0.01·e3²)``).
+    on_stiff : {"warn", "raise", "ignore"}
+        After every accepted step, Hairer's stiffness test runs on the step's same-time stage
+        pair (no extra evaluation; tableaux without one, e.g. Bogacki–Shampine, are not
+        tested): ``h·ρ̂`` above the threshold on `stiffness_rule`'s count of steps means the
+        step size is limited by stability. "warn" (default) warns once and goes on,
+        "raise" stops with :class:`StiffnessDetected` as DOPRI5 does, "ignore" skips the
+        test.
+    stiffness_rule : StiffnessRule, optional
+        The rule; default DOPRI5's counts with
+        :func:`~stiffkit.integrate.rule.stiffness_threshold` of `tableau`.
 
     Returns
     -------
     AdaptiveSolution
+
+    Raises
+    ------
+    StiffnessDetected
+        With ``on_stiff="raise"``, when the stiffness rule fires.
+    RuntimeError
+        At `max_steps` attempted steps (saying so if the problem was found stiff), or when
+        the step size underflows.
     """
     tab = get_tableau(tableau)
     if tab.b_hat is None or tab.embedded_order is None:
@@ -165,10 +192,16 @@ def solve_adaptive(
             raise ValueError("`t_eval` must lie within `t_span`.")
     if h0 is not None:
         check_positive(h0, "h0")
+    if on_stiff not in ON_STIFF:
+        raise ValueError(f"`on_stiff` must be one of {ON_STIFF}, got {on_stiff!r}.")
+    if stiffness_rule is not None and not isinstance(stiffness_rule, StiffnessRule):
+        raise TypeError(f"`stiffness_rule` must be a StiffnessRule, got "
+                        f"{type(stiffness_rule).__name__}.")
 
     q = min(tab.order, tab.embedded_order) + 1
     control = StepController(q, controller.lower())
     pair = pair_stage_index(tab)
+    watch = _StiffnessWatch(tab, pair, stiffness_rule, on_stiff, x0.shape[0])
     aux_w = None
     if use_aux_error:
         aux_w = [bi - ai for bi, ai in zip(tab.b, tab.b_hat_aux)]
@@ -202,7 +235,10 @@ def solve_adaptive(
 
     while next_out < len(outs):
         if accepted + rejected >= max_steps:
-            raise RuntimeError(f"solve_adaptive: `max_steps` = {max_steps} reached at t = {t:.6g}.")
+            stiff = ("" if watch.onset is None else
+                     f" The problem became stiff at t = {watch.onset:.6g}: use an implicit method.")
+            raise RuntimeError(
+                f"solve_adaptive: `max_steps` = {max_steps} reached at t = {t:.6g}.{stiff}")
         target = outs[next_out]
         h = min(h, abs(target - t))
         if h <= 16 * math.ulp(max(abs(t), 1.0)):
@@ -239,6 +275,8 @@ def solve_adaptive(
             k1 = step.k[-1] if tab.fsal else f(as_t(t), x)
             if not tab.fsal:
                 nfe += 1
+            if watch.active:
+                watch.after_step(accepted, t, h, step, k1)
             accepted += 1
             last_rejected = False
             if t == target:

@@ -12,8 +12,8 @@ import stiffkit
 from stiffkit import analyze, hairer_stiffness, rk_step
 from stiffkit.analysis.columns import COLUMNS
 from stiffkit.analysis.monitor import StiffnessMonitor, odeint_monitored
-from stiffkit.analysis.rule import DOPRI8_THRESHOLD, StiffnessRule
 from stiffkit.integrate import RKStep
+from stiffkit.integrate.rule import DOPRI8_THRESHOLD, StiffnessRule
 from stiffkit.problems import (
     LinearProblem,
     complex_pair_linear,

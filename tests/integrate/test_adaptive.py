@@ -1,12 +1,17 @@
 """The adaptive integrator: tolerance proportionality, controllers, bookkeeping, errors."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 import torchdiffeq
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from stiffkit import solve_adaptive
 from stiffkit.integrate.adaptive import error_norm
+from stiffkit.problems import symmetric_linear
 from stiffkit.tableaux import get_tableau, list_tableaux
 
 F64 = torch.float64
@@ -64,13 +69,64 @@ def test_t_eval_is_hit_exactly_and_backwards_works():
 
 def test_stiff_problem_rejects_steps_and_stays_stable():
     stiff = torch.tensor([[-1000.0, 0.0], [0.0, -1.0]], dtype=F64)
-    sol = solve_adaptive(lambda t, x: x @ stiff.T, X0, (0.0, 1.0), "dopri5", rtol=1e-4,
-                         atol=1e-6, h0=0.1)
+    with pytest.warns(RuntimeWarning, match="stiff: use an implicit method"):
+        sol = solve_adaptive(lambda t, x: x @ stiff.T, X0, (0.0, 1.0), "dopri5", rtol=1e-4,
+                             atol=1e-6, h0=0.1)
     assert sol.num_rejected > 0
     h = sol.trajectory.steps[5:]
     # Explicit methods are stability-limited: h·|λ| hovers near DOPRI5's 3.3 boundary.
     assert float((h * 1000).median()) < 4.0
     assert torch.isfinite(sol.x).all()
+
+
+def _textbook_factor(kind, q, err, err_prev):
+    """The step factor of an accepted step, written out from HNW II.4 and dopri5.f: safety
+    0.9, I control err^(−1/q), PI control err^(−0.85/q)·err_prev^(0.2/q) (β = 0.04 for
+    q = 5), error floor 1e-10, clamped to [0.2, 10]."""
+    err = max(err, 1e-10)
+    raw = 0.9 * (err ** (-1 / q) if kind == "i" else err ** (-0.85 / q) * err_prev ** (0.2 / q))
+    return min(10.0, max(0.2, raw))
+
+
+@given(
+    lams=st.lists(st.floats(-5.0, -0.1), min_size=1, max_size=3),
+    seed=st.integers(0, 2**16),
+    kind=st.sampled_from(["pi", "i"]),
+    name=st.sampled_from(["dopri5", "tsit5", "bogacki_shampine"]),
+    rtol=st.floats(1e-8, 1e-4),
+    t1=st.floats(0.5, 3.0),
+)
+def test_step_sizes_follow_the_controller_formula(lams, seed, kind, name, rtol, t1):
+    """Replay every accepted step: h_{n+1}/h_n is the controller's factor of the recorded error
+    norms, with q = min(order, embedded order) + 1 and the PI memory max(err_{n−1}, 1e-4)."""
+    prob = symmetric_linear(lams, seed=seed)
+    x0 = torch.tensor(np.random.default_rng(seed).standard_normal((2, len(lams))), dtype=F64)
+    sol = solve_adaptive(prob.f, x0, (0.0, t1), name, rtol=rtol, atol=rtol, controller=kind,
+                         h0=1e-3)
+    assume(sol.num_rejected == 0)  # a rejected attempt's error is not recorded
+    tab = get_tableau(name)
+    q = min(tab.order, tab.embedded_order) + 1
+    h = sol.trajectory.steps.numpy()
+    err = sol.trajectory.diagnostics["error_norm"].amax(dim=1).numpy()
+    prev = 1e-4
+    for n in range(len(h) - 2):  # the last step is clipped to land on t1
+        assert h[n + 1] / h[n] == pytest.approx(_textbook_factor(kind, q, err[n], prev), rel=1e-9)
+        prev = max(err[n], 1e-4)
+    torch.testing.assert_close(sol.x[-1], prob.exact(0.0, t1, x0), rtol=0, atol=200 * rtol)
+
+
+@pytest.mark.parametrize("name", ["bogacki_shampine", "dopri5", "tsit5", "dop853"])
+def test_fsal_stage_is_the_drift_at_the_accepted_state_after_rejections(name):
+    """A rejected step leaves x unchanged, so the first stage of the retry must still be
+    f(t_n, x_n), not the rejected attempt's last stage."""
+    sol = solve_adaptive(linear, X0, (0.0, 3.0), name, rtol=1e-6, atol=1e-9, h0=2.0)
+    traj = sol.trajectory
+    assert sol.num_rejected >= 1
+    for t, x, f in zip(traj.times[:-1], traj.states[:-1], traj.drifts):
+        torch.testing.assert_close(f, linear(t, x), rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(traj.final_drift, linear(3.0, traj.states[-1]), rtol=1e-14,
+                               atol=1e-15)
+    torch.testing.assert_close(sol.x[-1], exact(3.0), rtol=0, atol=1e-5)
 
 
 def test_agrees_with_torchdiffeq_dopri5():
@@ -143,3 +199,58 @@ def test_rtol_below_roundoff_warns_and_is_clamped():
     clamped = solve_adaptive(lambda t, x: -x, x0, (0.0, 1.0),
                              rtol=100 * torch.finfo(torch.float32).eps, atol=1e-12)
     assert sol.num_accepted == clamped.num_accepted < 500
+
+
+# ------------------------------------------------------- stiffness detection (defect 8)
+STIFF_A = torch.tensor([[-1e5, 0.0], [0.0, -1.0]], dtype=F64)
+
+
+def _stiff(t, x):
+    return x @ STIFF_A.T
+
+
+def test_a_clearly_stiff_problem_stops_early_when_asked():
+    # Regression (issue 12, defect 8): λ = −1e5 over [0, 10] ground on to `max_steps`. With
+    # on_stiff="raise", Hairer's test stops it within a few dozen steps, as DOPRI5 does.
+    from stiffkit.integrate.adaptive import StiffnessDetected
+
+    calls = []
+
+    def f(t, x):
+        calls.append(None)
+        return _stiff(t, x)
+
+    with pytest.raises(StiffnessDetected, match="stiff: use an implicit method"):
+        solve_adaptive(f, X0, (0.0, 10.0), "dopri5", rtol=1e-6, atol=1e-9, on_stiff="raise")
+    assert len(calls) < 500  # vs ~3e5 evaluations to reach t = 10
+    with pytest.raises(RuntimeError, match="max_steps.*became stiff at t = .*implicit method"):
+        with pytest.warns(RuntimeWarning, match="stiff"):
+            solve_adaptive(_stiff, X0, (0.0, 10.0), "dopri5", max_steps=300)
+
+
+@pytest.mark.parametrize("tableau", ["dopri5", "tsit5", "dop853", "heun_euler"])
+def test_stiffness_warning_fires_on_stiff_and_not_on_smooth_problems(tableau):
+    with pytest.warns(RuntimeWarning, match="seems to have become stiff"):
+        solve_adaptive(_stiff, X0, (0.0, 0.05), tableau, rtol=1e-6, atol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solve_adaptive(linear, X0, (0.0, 3.0), tableau, rtol=1e-6, atol=1e-9)
+        solve_adaptive(_stiff, X0, (0.0, 0.05), tableau, rtol=1e-6, atol=1e-9, on_stiff="ignore")
+
+
+def test_stiffness_thresholds_and_bad_options():
+    from stiffkit.integrate.rule import StiffnessRule, stiffness_threshold
+    from stiffkit.tableaux import real_stability_interval
+
+    assert stiffness_threshold("dopri5") == 3.25
+    ratio = stiffness_threshold("tsit5") / real_stability_interval("tsit5")
+    assert ratio == pytest.approx(3.25 / 3.3066)
+    with pytest.raises(ValueError, match="`on_stiff`"):
+        solve_adaptive(linear, X0, (0.0, 1.0), on_stiff="loud")
+    with pytest.raises(TypeError, match="`stiffness_rule`"):
+        solve_adaptive(linear, X0, (0.0, 1.0), stiffness_rule=3.25)
+    # A stricter rule (more positive tests) fires later: never within a short stiff run.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solve_adaptive(_stiff, X0, (0.0, 0.05), rtol=1e-6, atol=1e-9,
+                       stiffness_rule=StiffnessRule(count=10_000))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stiffkit.analysis.rule import DOPRI5_THRESHOLD, StiffnessRule
+from stiffkit.integrate.rule import DOPRI5_THRESHOLD, StiffnessRule
 
 
 def reference_rule(h_rho, threshold, count, reset_after, check_every):
