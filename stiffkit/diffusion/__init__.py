@@ -1,7 +1,7 @@
 """The diffusion world: exact Gaussian mixtures, learned toy denoisers, samplers and metrics.
 
-* :mod:`~stiffkit.diffusion.mixtures` — exact mixtures (the tree, rings, grids, d-dimensional)
-  with closed-form score, denoiser and drift Jacobian;
+* :mod:`~stiffkit.diffusion.mixtures` — exact mixtures (the tree, rings, grids, d-dimensional,
+  the scikit-learn digits as images) with closed-form score, denoiser and drift Jacobian;
 * :mod:`~stiffkit.diffusion.models` / :mod:`~stiffkit.diffusion.training` — the learned energy
   MLPs (the *learned ODE*) and their training on the exact score;
 * :mod:`~stiffkit.diffusion.samplers` — Heun / Euler / DPM-Solver-2 / DEIS with ERK-Guid
@@ -24,6 +24,8 @@ from stiffkit.diffusion.guidance import Guided
 from stiffkit.diffusion.metrics import evaluate, noise_floor
 from stiffkit.diffusion.mixtures import (
     GaussianMixture,
+    IsotropicMixture,
+    digits_mixture,
     grid_gmm,
     random_gmm,
     ring_gmm,
@@ -55,9 +57,11 @@ __all__ = [
     "ErkGuid",
     "GaussianMixture",
     "Guided",
+    "IsotropicMixture",
     "TrainConfig",
     "TrainResult",
     "deis_coefficients",
+    "digits_mixture",
     "dominant_pair_oracle",
     "edm_sigmas",
     "erk_guid_correction",

@@ -5,7 +5,7 @@ Every script under ``benchmarks/`` is started as a subprocess with ``--quick --o
 its Markdown and CSV files, and that the numbers in them are finite where they must be. No
 timing is ever asserted — timings belong to the benchmark tables, not to tests.
 
-The five scripts start together in one module-scoped fixture and run concurrently (each with
+The six scripts start together in one module-scoped fixture and run concurrently (each with
 one intra-op thread, so they do not oversubscribe the cores): most of a quick run is
 importing torch and building the toy world, and running them side by side keeps the file
 well under a minute and a half.
@@ -47,6 +47,11 @@ EXPECTED = {
     "bench_mixture.py": {
         "mixture.csv": ["seconds", "points_per_s", "peak_extra_MB"],
     },
+    "bench_digits.py": {
+        "digits.csv": ["stiffkit_s", "naive_s", "points_per_s", "per_1000_s",
+                       "stiffkit_vs_naive", "max_rel_diff"],
+        "digits_targets.csv": ["measured"],
+    },
     "bench_jvp.py": {
         "jvp.csv": ["forward_ms", "vjp_first_ms", "vjp_next_ms", "fd_ms", "vjp_next_vs_forward",
                     "fd_vs_forward", "vjp_max_rel_diff", "fd_max_rel_diff", "fd_median_rel_diff"],
@@ -56,7 +61,7 @@ EXPECTED = {
 #: script -> its Markdown results file
 MARKDOWN = {"bench_erk_overhead.py": "erk_overhead.md", "bench_estimators.py": "estimators.md",
             "bench_integrators.py": "integrators.md", "bench_mixture.py": "mixture.md",
-            "bench_jvp.py": "jvp.md"}
+            "bench_jvp.py": "jvp.md", "bench_digits.py": "digits.md"}
 
 
 def test_every_script_is_covered():
@@ -130,3 +135,12 @@ def test_jvp_paths_agree(runs):
     # drift (see the benchmark's notes), so only the typical sample is held to a bound.
     assert (df[df.dtype == "float64"].fd_max_rel_diff <= 1e-4).all()
     assert (df[df.dtype == "float32"].fd_median_rel_diff <= 0.05).all()
+
+
+def test_digits_maps_agree_with_the_full_d_closed_form(runs):
+    """The subspace implementation equals the naive full-d formulas to roundoff."""
+    proc, out = runs["bench_digits.py"]
+    proc.communicate(timeout=TIMEOUT_S)
+    df = pd.read_csv(out / "digits.csv")
+    assert set(df.op) == {"denoise", "drift_jacobian"} and set(df.d) >= {64}
+    assert (df.max_rel_diff <= 1e-12).all()

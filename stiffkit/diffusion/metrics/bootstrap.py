@@ -64,7 +64,8 @@ def _seed_sequence(seed: Any) -> np.random.SeedSequence:
 def _draw(gmm: GaussianMixture, n: int, ss: np.random.SeedSequence) -> np.ndarray:
     """Draw ``n`` exact samples of ``p_0`` with a private torch generator seeded from ``ss``."""
     gen = torch_generator(ss, device=gmm.means.device)
-    return gmm.sample(n, 0.0, generator=gen).cpu().numpy()
+    # Flattened: an IsotropicMixture samples in its event shape (images: [n, 1, R, R]).
+    return gmm.sample(n, 0.0, generator=gen).reshape(n, -1).cpu().numpy()
 
 
 # ---------------------------------------------------------------------- resampling

@@ -28,11 +28,18 @@ Modules:
   :mod:`~stiffkit.diffusion.mixtures._terms`;
 * :mod:`~stiffkit.diffusion.mixtures.tree` — the autoguidance toy's tree (:func:`tree_gmm`);
 * :mod:`~stiffkit.diffusion.mixtures.catalogue` — rings, grids and random d-dimensional
-  mixtures (:func:`ring_gmm`, :func:`grid_gmm`, :func:`random_gmm`).
+  mixtures (:func:`ring_gmm`, :func:`grid_gmm`, :func:`random_gmm`);
+* :mod:`~stiffkit.diffusion.mixtures.isotropic` — :class:`IsotropicMixture`, components
+  ``N(μ_k, b² I)`` on states of any shape, ``O((K + d)·q)`` per point (per-chunk closed forms
+  in :mod:`~stiffkit.diffusion.mixtures._iso_terms`);
+* :mod:`~stiffkit.diffusion.mixtures.digits` — the 1797 scikit-learn digits as an exact
+  image-shaped mixture (:func:`digits_mixture`, :func:`digits_images`).
 """
 
 from stiffkit.diffusion.mixtures.catalogue import FULL_RANK_MAX_DIM as FULL_RANK_MAX_DIM
 from stiffkit.diffusion.mixtures.catalogue import grid_gmm, random_gmm, ring_gmm
+from stiffkit.diffusion.mixtures.digits import digits_images, digits_mixture
+from stiffkit.diffusion.mixtures.isotropic import IsotropicMixture
 from stiffkit.diffusion.mixtures.mixture import CHUNK_BYTES as CHUNK_BYTES
 from stiffkit.diffusion.mixtures.mixture import ORTHONORMAL_ATOL as ORTHONORMAL_ATOL
 from stiffkit.diffusion.mixtures.mixture import SYMMETRY_RTOL as SYMMETRY_RTOL
@@ -46,4 +53,13 @@ from stiffkit.diffusion.mixtures.tree import TREE_SCALE as TREE_SCALE
 from stiffkit.diffusion.mixtures.tree import TREE_SEED as TREE_SEED
 from stiffkit.diffusion.mixtures.tree import tree_gmm
 
-__all__ = ["GaussianMixture", "grid_gmm", "random_gmm", "ring_gmm", "tree_gmm"]
+__all__ = [
+    "GaussianMixture",
+    "IsotropicMixture",
+    "digits_images",
+    "digits_mixture",
+    "grid_gmm",
+    "random_gmm",
+    "ring_gmm",
+    "tree_gmm",
+]
