@@ -11,10 +11,11 @@ the embedded pair each solver already has, at **zero extra evaluations**:
 * ``dpm2`` (:mod:`~.dpm2`) — inside the step, ``(x_i, f_i)`` and the midpoint
   ``(x_mid, f(x_mid; σ_mid))`` (two different σ, so ρ̂ also sees ∂f/∂σ); applied from the
   first step;
-* ``deis`` (:mod:`~.deis`) — across steps, ``(x_i, f_i)`` and ``(x_{i−1}, f_{i−1})`` with
-  the previous step's size; the reference code *adds* the correction
-  (``correction_sign=+1``) — the opposite sign is not explained upstream, so it is an
-  option here;
+* ``deis`` (:mod:`~.deis`; option ``variant``: the drift's polynomial in σ, ``"rhoab"``,
+  or in the VP time, ``"tab"``) — across steps, ``(x_i, f_i)`` and ``(x_{i−1}, f_{i−1})``
+  with the previous step's size; the correction is subtracted, as for Heun, although the
+  reference code *adds* it (``correction_sign=+1``): adding is measured to be far worse on
+  the tree (``figures/deis_sign.md``);
 * ``euler`` (:mod:`~.euler`) — no pair, no ERK-Guid.
 
 Every trajectory carries its solver's real stability boundary per step
@@ -49,7 +50,8 @@ for _solver in (HEUN, EULER, DPM2, DEIS):
 
 #: The built-in solvers (:func:`list_solvers` also lists registered ones).
 SOLVERS = ("heun", "euler", "dpm2", "deis")
-#: Sign of the ERK-Guid correction per solver with a pair, as in the reference implementation.
+#: Sign of the ERK-Guid correction per solver with a pair: the reference implementation's,
+#: except DEIS (−1 here, +1 upstream; :mod:`~stiffkit.diffusion.samplers.deis`).
 DEFAULT_CORRECTION_SIGN = {
     name: get_solver(name).correction_sign for name in SOLVERS if get_solver(name).has_pair
 }

@@ -32,7 +32,8 @@ F64 = torch.float64
 # ----------------------------------------------------------------------- registry
 def test_builtin_solvers_are_registered_with_their_facts():
     assert list_solvers()[:4] == SOLVERS == ("heun", "euler", "dpm2", "deis")
-    assert DEFAULT_CORRECTION_SIGN == {"heun": -1.0, "dpm2": -1.0, "deis": +1.0}
+    # DEIS subtracts too, unlike the reference code (figures/deis_sign.md).
+    assert DEFAULT_CORRECTION_SIGN == {"heun": -1.0, "dpm2": -1.0, "deis": -1.0}
     assert get_solver("heun").tableau is stiffkit.get_tableau("heun_euler")
     assert get_solver("euler").tableau is stiffkit.get_tableau("euler")
     assert get_solver("dpm2").tableau is None and get_solver("deis").tableau is None
@@ -137,12 +138,14 @@ def test_a_registered_solver_declares_and_checks_its_own_option():
 
 def test_builtin_options_and_their_checks():
     assert dict(get_solver("dpm2").options) == {"r": 0.5}
-    assert dict(get_solver("deis").options) == {"max_order": 4}
+    assert dict(get_solver("deis").options) == {"max_order": 4, "variant": "rhoab"}
     assert dict(get_solver("heun").options) == {} == dict(get_solver("euler").options)
     assert get_solver("dpm2").resolve_options({"r": 1}) == {"r": 1.0}
-    assert get_solver("deis").resolve_options(None) == {"max_order": 4}
+    assert get_solver("deis").resolve_options(None) == {"max_order": 4, "variant": "rhoab"}
     with pytest.raises(ValueError, match="`max_order`"):
         get_solver("deis").resolve_options({"max_order": 5})
+    with pytest.raises(ValueError, match="`variant` must be one of"):
+        get_solver("deis").resolve_options({"variant": "tAB"})
     with pytest.raises(ValueError, match="'euler' takes no option `r`, `max_order`"):
         get_solver("euler").resolve_options({"r": 0.5, "max_order": 2})
     with pytest.raises(TypeError, match="`solver_options` must be a mapping"):
@@ -230,12 +233,13 @@ GRIDS = {
 @pytest.mark.parametrize("solver, options", [
     ("heun", {}), ("euler", {}), ("dpm2", {"r": 0.5}), ("dpm2", {"r": 0.3}),
     ("deis", {"max_order": 4}), ("deis", {"max_order": 2}),
+    ("deis", {"max_order": 4, "variant": "tab"}), ("deis", {"max_order": 2, "variant": "tab"}),
 ])
 def test_stated_boundary_is_the_linear_stability_limit(solver, options, grid):
     sig = GRIDS[grid]
     spec = get_solver(solver)
     traj = sample(linear_denoiser(torch.ones(1, 1, dtype=F64)), torch.ones(1, 1, dtype=F64),
-                  sig, solver=solver, **options)
+                  sig, solver=solver, solver_options=options)
     bounds = traj.stability_boundaries
     assert bounds.shape == (len(sig) - 1,) and bool(torch.isfinite(bounds).all())
     for n, r_n in enumerate(bounds.tolist()):
