@@ -55,8 +55,8 @@ def compute(config: dict) -> pd.DataFrame:
     if config["stiffness"] not in XLABEL:
         raise ValueError(f"`stiffness` must be one of {sorted(XLABEL)}, "
                          f"got {config['stiffness']!r}.")
-    # Sample k uses the per-sample seed SEED_STRIDE·seed + k (a quick run's samples are the
-    # first of a full run's; fig2 and fig3 share them).
+    # Sample k uses the per-sample seed SEED_STRIDE·seed + k (a quick run's initial states are
+    # the first of a full run's, its samples equal to roundoff; fig2 and fig3 share them).
     seeds = run_seeds(config["seed"], config["num_samples"])
     rows = toy_alignment(toy_world(torch.float64), seeds, config["num_steps"],
                          models=config["models"], substeps=config["substeps"], progress=True)

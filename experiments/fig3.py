@@ -46,8 +46,8 @@ def compute(config: dict) -> pd.DataFrame:
     The bound flags are evaluated here, in float64 (the CSV keeps 6 digits): ``within_upper``
     is ``ρ̂ ≤ |λ₁|``, ``within_prop1`` adds the lower bound ``‖Δf‖/‖Δx‖ ≥ |λ₁|·|cos(Δx, v₁)|``.
     """
-    # Sample k uses the per-sample seed SEED_STRIDE·seed + k (a quick run's samples are the
-    # first of a full run's; fig2 and fig3 share them).
+    # Sample k uses the per-sample seed SEED_STRIDE·seed + k (a quick run's initial states are
+    # the first of a full run's, its samples equal to roundoff; fig2 and fig3 share them).
     seeds = run_seeds(config["seed"], config["num_samples"])
     rows = toy_alignment(toy_world(torch.float64), seeds, config["num_steps"],
                          models=config["models"], lte=False, guidance=False, progress=True)

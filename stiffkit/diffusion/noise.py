@@ -1,8 +1,10 @@
-"""Per-sample seeds: sample ``i`` never depends on the batch size; the one home of seed schemes.
+"""Per-sample seeds: noise ``i`` never depends on the batch size; the one home of seed schemes.
 
 Every sample draws its noise from its own ``torch.Generator`` seeded with ``seeds[i]`` (the
 idea of EDM's stacked random generator), so a batch of 16 and a batch of 16k share their
-first 16 samples bit for bit, and any sample can be regenerated alone from its seed.
+first 16 initial states bit for bit, and any one can be regenerated alone from its seed.
+(The *samples* a sampler makes from them agree across batch sizes to roundoff only: see the
+Notes of :func:`stiffkit.diffusion.sample`.)
 
 The seed schemes built on it live here too: the per-sample seeds of a run
 (:func:`run_seeds`, ``seed · SEED_STRIDE + k``), a ``torch.Generator`` from a NumPy
@@ -66,8 +68,10 @@ def as_seeds(seeds: int | Sequence[int] | Tensor) -> list[int]:
 def run_seeds(seed: int, n: int) -> list[int]:
     """Return the per-sample seeds ``seed · SEED_STRIDE + k``, ``k < n``, of run `seed`.
 
-    Sample ``k`` does not depend on `n`, so a quick run's samples are the first of a full
-    run's, and different base seeds never share a sample.
+    Sample ``k``'s seed does not depend on `n`, so a quick run's initial states are bitwise
+    the first of a full run's (its samples then agree with the full run's to roundoff: see
+    the Notes of :func:`stiffkit.diffusion.sample`), and different base seeds never share a
+    sample.
 
     Raises
     ------

@@ -10,8 +10,10 @@ row per
 run, plus a row of exact samples whose metrics are the noise floors.
 
 Everything random derives from one ``seed``: the initial states use the per-sample seeds
-``seed · SEED_STRIDE + i`` of :func:`stiffkit.diffusion.noise.run_seeds` (sample i does not
-depend on the batch size, so a quick run's samples are the first rows of a full run's), and the
+``seed · SEED_STRIDE + i`` of :func:`stiffkit.diffusion.noise.run_seeds` (initial state i does
+not depend on the batch size, so a quick run's initial states are the first rows of a full
+run's and its samples agree with them to roundoff — see :func:`stiffkit.diffusion.sample`),
+and the
 truth draw, the floor draw and the
 metrics' directions/resampling come from independent streams of ``SeedSequence(seed)``. All
 methods share the metric seed (common random numbers: the same sliced-Wasserstein directions).

@@ -304,3 +304,24 @@ def test_an_overflowing_erk_correction_says_so():
     with pytest.raises(ValueError, match=r"became NaN or Inf in step \d.*smaller `w_stiff`|"
                                           r"became NaN or Inf in step \d.*a large `w_stiff`"):
         sample(_gaussian_denoiser, x, sigmas, w_stiff=1e30, w_con=0.0)
+
+
+# ------------------------------------------------------------ batch-size dependence
+@pytest.mark.parametrize(("learned", "tol"), [(False, 1e-9), (True, 1e-4)])
+def test_a_sample_agrees_across_batch_sizes_to_the_documented_roundoff(learned, tol):
+    # Issue 12, defect 11: samples are not bitwise independent of the batch (BLAS kernels
+    # depend on its shape); the Notes of `sample` promise agreement to 1e-9 (float64 exact
+    # mixtures) and 1e-4 (float32 learned models) — held here for the worst settings measured.
+    from stiffkit.paper import toy_world
+
+    world = toy_world()
+    dtype = torch.float32 if learned else F64
+    x = world.initial_state(torch.arange(200)).to(dtype)
+    sig = world.sigmas(8)
+    for guidance, kw in (("none", dict(w_stiff=0.5)), ("cfg", dict(solver="deis", w_stiff=0.5)),
+                         ("cfg", dict(solver="dpm2", w_stiff=0.5))):
+        den = world.denoiser(guidance, learned=learned)
+        full = sample_final(den, x, sig, **kw)[0]
+        for n in (1, 5, 100):
+            part = sample_final(den, x[:n], sig, **kw)[0]
+            assert float((full[:n] - part).abs().max()) <= tol, (guidance, kw, n)
