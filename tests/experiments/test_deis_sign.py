@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _golden
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,3 +61,7 @@ def test_the_images_testbed_runs_in_process():
     assert np.isfinite(df.loc[~df["diverged"], "mean"]).all()
     with pytest.raises(ValueError, match="`denoisers`"):
         deis_sign.testbed("ring", config)
+
+
+def test_quick_output_matches_the_golden_values(deis_sign):
+    _golden.compare("deis_sign", pd.read_csv(deis_sign[0] / "deis_sign.csv"))

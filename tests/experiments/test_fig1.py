@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import _golden
 import numpy as np
 import pandas as pd
 from _lib import ROOT
@@ -32,6 +33,7 @@ def test_fig1_quick_run_writes_png_and_csv(tmp_path):
     assert png.stat().st_size > 10_000
     df = pd.read_csv(csv)
     assert set(df.panel) == {"map", "line", "lte"}
+    _golden.compare("fig1", df)  # the numbers themselves (tests/experiments/_golden.py)
 
     finite = {
         "map": ["sigma", "h", "x", "y", "lam", "depth"],

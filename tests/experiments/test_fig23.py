@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _golden
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,3 +68,9 @@ def test_fig3_estimates_track_the_reference(fig3):
         assert r > 0.9
         assert part["within_upper"].mean() > 0.8  # Proposition 1's ρ̂ ≤ |λ₁|, mostly
         assert (part["cos_df_v1"] >= part["cos_dx_v1"]).mean() > 0.8  # Fig. 3(b)
+
+
+@pytest.mark.parametrize("script", ["fig2", "fig3"])
+def test_quick_outputs_match_the_golden_values(script, request):
+    df, _ = request.getfixturevalue(script)
+    _golden.compare(script, df)  # tests/experiments/_golden.py says how to regenerate

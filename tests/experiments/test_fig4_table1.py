@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import _golden
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,3 +90,9 @@ def test_table1_erk_guid_is_free_and_the_oracle_is_not(table1):
         assert at.loc["ERK-Guid", "network_calls"] == at.loc["Heun", "network_calls"]
         assert at.loc["ERK-Guid (oracle eigenpair)", "network_calls"] > at.loc["Heun", "nfe"]
         assert at.loc["ERK-Guid", "w_stiff"] > 0 and at.loc["Heun", "w_stiff"] == 0
+
+
+@pytest.mark.parametrize("script", ["fig4", "table1"])
+def test_quick_outputs_match_the_golden_values(script, request):
+    out, _ = request.getfixturevalue(script)
+    _golden.compare(script, pd.read_csv(out / f"{script}.csv"))  # see tests/experiments/_golden.py
