@@ -25,7 +25,8 @@ from stiffkit.diffusion.erk import ErkPair
 from stiffkit.diffusion.samplers.drift import Drift
 from stiffkit.diffusion.samplers.solvers import Solver, StepOut
 
-__all__ = ["DPM2_R", "check_r", "check_dpm2_options", "dpm2_step", "dpm2_boundaries", "DPM2"]
+__all__ = ["DPM2_R", "check_r", "check_dpm2_options", "midpoint_sigma", "dpm2_step",
+           "dpm2_boundaries", "DPM2"]
 
 #: DPM-Solver-2's intermediate point ``σ_mid = σ_{i+1}^r σ_i^{1−r}``.
 DPM2_R = 0.5
@@ -43,6 +44,17 @@ def check_dpm2_options(options: dict[str, Any]) -> dict[str, Any]:
     return {"r": check_r(options["r"])}
 
 
+def midpoint_sigma(sigma: Tensor, sigma_next: Tensor, r: float = DPM2_R) -> Tensor:
+    """Return ``σ_mid = σ^{1−r} σ_next^r``, evaluated as k-diffusion does.
+
+    ``exp(lerp(log σ, log σ_next, r))``: the same number as the power form up to rounding,
+    and bit for bit k-diffusion's ``sample_dpm_2`` midpoint, so that
+    :func:`stiffkit.integrations.k_diffusion.sample_erk_dpm_2` with ``w_stiff = 0`` is
+    that sampler exactly.
+    """
+    return sigma.log().lerp(sigma_next.log(), r).exp()
+
+
 def dpm2_step(drift: Drift, x: Tensor, f: Tensor, sigma: Tensor, sigma_next: Tensor,
               carry: Any = None, *, r: float = DPM2_R) -> StepOut:
     """One DPM-Solver-2 step (one evaluation, at the midpoint), ``[batch, *dims]``.
@@ -52,7 +64,7 @@ def dpm2_step(drift: Drift, x: Tensor, f: Tensor, sigma: Tensor, sigma_next: Ten
     StepOut
         ``x_next`` and the pair ``(x − x_mid, f − f_mid)`` with step size ``σ − σ_next``.
     """
-    s_mid = sigma_next**r * sigma ** (1 - r)
+    s_mid = midpoint_sigma(sigma, sigma_next, r)
     x_mid = x + (s_mid - sigma) * f
     f_mid = drift(s_mid, x_mid)
     x_next = x + (sigma_next - sigma) * ((1 / (2 * r)) * f_mid + (1 - 1 / (2 * r)) * f)
@@ -67,8 +79,7 @@ def dpm2_boundaries(sigmas: Tensor, *, r: float = DPM2_R) -> Tensor:
     Tensor, [M], float64
     """
     s, s_next = sigmas[:-1], sigmas[1:]
-    s_mid = s_next**r * s ** (1 - r)
-    theta = (s_mid - s) / (s_next - s)
+    theta = (midpoint_sigma(s, s_next, r) - s) / (s_next - s)
     return 2 * r / theta
 
 
