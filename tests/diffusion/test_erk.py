@@ -7,9 +7,12 @@ Truth: constant linear drifts ``f = Jx`` whose Heun LTE is known in closed form
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from _diffusion_cases import linear_denoiser
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import stiffkit
 from stiffkit.diffusion.erk import (
@@ -20,6 +23,7 @@ from stiffkit.diffusion.erk import (
     mixture_oracle,
     resolve_oracle,
 )
+from stiffkit.diffusion.mixtures import GaussianMixture
 from stiffkit.diffusion.noise import mixture_samples
 from stiffkit.diffusion.samplers import pf_ode_drift, sample
 from stiffkit.diffusion.schedules import edm_sigmas
@@ -172,6 +176,47 @@ def test_correction_formula_matches_design():
     torch.testing.assert_close(o.delta_norm, want_o.flatten(1).norm(dim=1), rtol=1e-13, atol=1e-15)
 
 
+@st.composite
+def linear_pairs(draw):
+    """A symmetric J = Q diag(λ) Qᵀ, a pair (Δx, Δf = JΔx), a drift f and the settings."""
+    n = draw(st.integers(1, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    lam = rng.uniform(-30.0, 30.0, n)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    dx, f = rng.standard_normal((2, 3, n))
+    h, w = draw(st.floats(1e-3, 0.5)), draw(st.floats(0.0, 2.0))
+    return lam, q, dx, dx @ (q * lam) @ q.T, f, h, w, draw(st.sampled_from([-1.0, 1.0]))
+
+
+@given(linear_pairs())
+def test_correction_on_a_linear_drift_is_the_closed_form(case):
+    """delta = sign·h·(w h ρ̂)²⟨v̂, f⟩v̂ with ρ̂ = ‖JΔx‖/‖Δx‖ and v̂ = JΔx/‖JΔx‖ (numpy); it is
+    even in the pair; for Δx along the dominant eigenvector q₁ it is the oracle's correction
+    with (|λ₁|, q₁)."""
+    lam, q, dx, df, f, h, w, sign = case
+    t = lambda a: torch.tensor(a, dtype=F64)  # noqa: E731
+    kw = dict(w_stiff=w, w_con=0.0, sign=sign, eps=1e-300)
+    got = erk_guid_correction(t(f), h, dx=t(dx), df=t(df), **kw)
+    rho = np.linalg.norm(df, axis=1) / np.linalg.norm(dx, axis=1)
+    v = df / np.linalg.norm(df, axis=1, keepdims=True)
+    want = (sign * h * (w * h * rho) ** 2 * (v * f).sum(1))[:, None] * v
+    size = h * (w * h * rho[:, None]) ** 2 * np.linalg.norm(f, axis=1, keepdims=True)
+    np.testing.assert_allclose(got.delta.numpy(), want, rtol=0, atol=1e-13 * size.max() + 1e-300)
+    np.testing.assert_allclose(got.rho.numpy(), rho, rtol=1e-13)
+    flipped = erk_guid_correction(t(f), h, dx=-t(dx), df=-t(df), **kw)
+    torch.testing.assert_close(flipped.delta, got.delta, rtol=0, atol=1e-15 * size.max())
+    # Along q₁ the pair is exact: ρ̂ = |λ₁| and v̂ = ±q₁.
+    k = int(np.argmax(np.abs(lam)))
+    q1 = q[:, k]
+    along = np.outer([0.3, -2.0, 1.7], q1)
+    pair = erk_guid_correction(t(f), h, dx=t(along), df=t(lam[k] * along), **kw)
+    oracle = erk_guid_correction(t(f), h, rho=t(np.full(3, abs(lam[k]))),
+                                 v=t(np.tile(q1, (3, 1))), **kw)
+    np.testing.assert_allclose(pair.delta.numpy(), oracle.delta.numpy(), rtol=0,
+                               atol=1e-12 * h * (w * h * abs(lam[k])) ** 2 * np.abs(f).sum()
+                               + 1e-300)
+
+
 def test_correction_needs_a_pair_or_an_eigenpair():
     f = torch.ones(2, 2, dtype=F64)
     with pytest.raises(ValueError, match="`dx` and `df`"):
@@ -197,6 +242,81 @@ def test_mixture_oracle_matches_generic_dense_oracle(mix):
     b = sample(mix, x0, sig, w_stiff=1.0, oracle="dense")
     torch.testing.assert_close(a.states, b.states, rtol=1e-7, atol=1e-9)
     assert not torch.allclose(a.states[-1], sample(mix, x0, sig, w_stiff=1.0).states[-1])
+
+
+def _diagonal_gaussian(stds):
+    """One Gaussian N(0, diag(s²)): J_f(σ) = diag(σ/(s_k² + σ²)) at every x (the axes)."""
+    s = torch.tensor(stds, dtype=F64)
+    return GaussianMixture(torch.ones(1), torch.zeros(1, len(stds), dtype=F64),
+                           torch.diag(s**2)[None]), s
+
+
+@pytest.mark.parametrize("solver, first", [("heun", 1), ("dpm2", 0), ("deis", 1)])
+def test_oracle_is_asked_at_the_start_of_each_corrected_step(solver, first):
+    """The exact eigenpair is J_f's at (σ_i, x_i), the step's start — not at σ_{i+1}."""
+    gmm, _ = _diagonal_gaussian([0.05, 0.5])
+    exact = mixture_oracle(gmm)
+    calls = []
+
+    def recording(sigma, x):
+        calls.append((float(sigma), x.clone()))
+        return exact(sigma, x)
+
+    sig = edm_sigmas(6, 0.01, 2.0)  # five steps between positive levels, then Euler to 0
+    x0 = gmm.sample(4, 2.0, torch.Generator().manual_seed(1))
+    traj = sample(gmm, x0, sig, solver=solver, w_stiff=0.5, oracle=recording)
+    steps = list(range(first, 5))  # the steps with a pair (the last one, to σ = 0, has none)
+    assert [s for s, _ in calls] == [float(sig[i]) for i in steps]
+    for (_, x), i in zip(calls, steps):
+        assert torch.equal(x, traj.states[i])
+
+
+@given(
+    stds=st.lists(st.floats(0.01, 2.0), min_size=1, max_size=3),
+    n=st.integers(3, 6),
+    lo=st.floats(1e-3, 0.1),
+    hi=st.floats(0.5, 10.0),
+    solver=st.sampled_from(["heun", "dpm2", "deis"]),
+    w=st.sampled_from([0.0, 0.3]),
+    seed=st.integers(0, 2**16),
+)
+def test_mixture_oracle_in_the_sampler_reports_the_exact_stiffness_at_sigma_i(
+        stds, n, lo, hi, solver, w, seed):
+    """With the exact oracle the recorded ρ of step i is max_k σ_i/(s_k² + σ_i²)."""
+    gmm, s = _diagonal_gaussian(stds)
+    sig = edm_sigmas(n, lo, hi)
+    x0 = gmm.sample(3, hi, torch.Generator().manual_seed(seed))
+    traj = sample(gmm, x0, sig, solver=solver, w_stiff=w, oracle=mixture_oracle(gmm))
+    rho = traj.diagnostics["erk_rho"]
+    used = torch.isfinite(rho).all(dim=1)
+    assert used.tolist() == [i >= (solver != "dpm2") and i < n - 1 for i in range(n)]
+    want = (sig[:n, None] / (s**2 + sig[:n, None] ** 2)).amax(dim=1)
+    torch.testing.assert_close(rho[used], want[used, None].expand(-1, 3), rtol=1e-12, atol=0)
+
+
+@given(
+    lam=st.floats(-3.0, 3.0).filter(lambda v: abs(v) > 0.1),
+    gaps=st.lists(st.floats(0.05, 0.6), min_size=3, max_size=6),
+    w=st.floats(0.1, 1.0),
+    sign=st.sampled_from([-1, 1]),
+)
+def test_deis_correction_uses_the_previous_step_size(lam, gaps, w, sign):
+    """DEIS's pair (x_n − x_{n−1}, f_n − f_{n−1}) spans the previous step: with max_order = 1
+    (Euler steps) on f = λx every corrected step is
+    x_{n+1} = x_n (1 + (σ_{n+1} − σ_n) λ + sign·w² h_{n−1}³ λ³), h_{n−1} = σ_{n−1} − σ_n."""
+    sig = np.cumsum([0.1] + gaps)[::-1].copy()  # uneven, positive
+    euler = [1 + (sig[i + 1] - sig[i]) * lam for i in range(len(gaps))]
+    erk = [0.0] + [sign * w**2 * (sig[i - 1] - sig[i]) ** 3 * lam**3 for i in range(1, len(gaps))]
+    grow = np.add(euler, erk)
+    # A state that stops moving (or vanishes) leaves the next pair without a direction.
+    assume(np.all(np.abs(grow) > 1e-3) and np.all(np.abs(grow - 1) > 1e-3))
+    x0 = torch.tensor([[1.0], [-0.4]], dtype=F64)
+    traj = sample(linear_denoiser(torch.tensor([[lam]], dtype=F64)), x0, torch.tensor(sig),
+                  solver="deis", max_order=1, w_stiff=w, correction_sign=sign, eps=1e-300)
+    for i in range(len(gaps)):  # one step at a time, from the state the sampler reached
+        x = traj.states[i]
+        size = x.abs() * (abs(euler[i]) + abs(erk[i]) + 1)
+        assert bool(((traj.states[i + 1] - x * grow[i]).abs() <= 1e-12 * size).all())
 
 
 @pytest.mark.parametrize("h", [-0.1, 0.0, float("nan")])

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stiffkit.diffusion.schedules import as_sigma, check_sigmas, edm_sigmas
 
@@ -19,6 +21,40 @@ def test_edm_sigmas_formula(n):
         want = (5.0 ** (1 / 7) + i / (n - 1) * (0.002 ** (1 / 7) - 5.0 ** (1 / 7))) ** 7
         np.testing.assert_allclose(s[:-1].numpy(), want, rtol=1e-14)
     assert bool((s[1:] < s[:-1]).all())
+
+
+def test_edm_sigmas_defaults_are_karras_et_al():
+    """No arguments but N: EDM's image defaults σ_min = 0.002, σ_max = 80, ρ = 7 (Karras et
+    al. 2022, Table 1), written out here rather than read from the module's constants."""
+    s = edm_sigmas(5).numpy()
+    assert s[0] == pytest.approx(80.0, rel=1e-14) and s[-2] == pytest.approx(0.002, rel=1e-12)
+    assert s[-1] == 0.0
+    root = (80.0 ** (1 / 7) + np.arange(5) / 4 * (0.002 ** (1 / 7) - 80.0 ** (1 / 7))) ** 7
+    np.testing.assert_allclose(s[:-1], root, rtol=1e-13)
+    # N = 3: the middle level is the ρ = 7 power mean of the ends, ((a^{1/7} + b^{1/7})/2)^7.
+    mid = ((80.0 ** (1 / 7) + 0.002 ** (1 / 7)) / 2) ** 7
+    assert float(edm_sigmas(3)[1]) == pytest.approx(mid, rel=1e-13)
+    assert float(edm_sigmas(3)[1]) == pytest.approx(2.5152, abs=1e-4)  # ρ = 5 would give 4.41
+
+
+@given(
+    n=st.integers(2, 64),
+    lo=st.floats(1e-4, 1.0),
+    span=st.floats(1.5, 1e4),
+    rho=st.floats(0.5, 12.0),
+)
+def test_edm_sigmas_hit_both_ends_and_are_affine_in_the_rho_th_root(n, lo, span, rho):
+    hi = lo * span
+    s = edm_sigmas(n, lo, hi, rho).numpy()
+    assert s.shape == (n + 1,) and s[-1] == 0.0
+    assert np.all(np.diff(s) < 0)
+    # Exact in the root space σ^{1/ρ}, up to roundoff of its largest value σ_max^{1/ρ}.
+    root, top = s[:-1] ** (1 / rho), hi ** (1 / rho)
+    assert root[0] == pytest.approx(top, rel=1e-13)
+    assert root[-1] == pytest.approx(lo ** (1 / rho), abs=1e-13 * top)
+    # σ_i^{1/ρ} steps by the same amount (σ_min^{1/ρ} − σ_max^{1/ρ})/(N − 1) every time.
+    step = (lo ** (1 / rho) - top) / (n - 1)
+    np.testing.assert_allclose(np.diff(root), step, rtol=0, atol=1e-13 * top)
 
 
 @pytest.mark.parametrize(

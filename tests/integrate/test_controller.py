@@ -47,6 +47,21 @@ def test_factors_are_clamped_and_do_not_grow_after_a_rejection():
     assert rejected.factor == pytest.approx(SAFETY * 1.5 ** (-1 / 5)) and rejected.err_prev == 0.3
 
 
+def test_constants_are_hairers_dopri5_values():
+    """Safety 0.9 and, for q = 5, Hairer's DOPRI5 exponents: β = 0.04 on the previous error
+    and 0.2 − 0.75β = 0.17 on the current one [HNW II.4; dopri5.f]. The literals are
+    written out (not the module's constants), so a changed constant fails here."""
+    pi, i = StepController(5, "pi"), StepController(5, "i")
+    for err, prev in [(0.5, 1e-4), (0.01, 0.3), (0.9, 0.9)]:
+        assert pi.decide(err, prev, False).factor == pytest.approx(
+            0.9 * err**-0.17 * prev**0.04, rel=1e-14)
+        assert i.decide(err, prev, False).factor == pytest.approx(0.9 * err**-0.2, rel=1e-14)
+    assert i.decide(2.0, 1e-4, False).factor == pytest.approx(0.9 * 2.0**-0.2, rel=1e-14)
+    assert StepController(3, "i").decide(0.5, 1e-4, False).factor == pytest.approx(
+        0.9 * 0.5 ** (-1 / 3), rel=1e-14)
+    assert (MIN_FACTOR, MAX_FACTOR, ERR_PREV_FLOOR) == (0.2, 10.0, 1e-4)
+
+
 def test_remembered_error_has_a_floor():
     assert StepController(3).decide(1e-9, ERR_PREV_FLOOR, False).err_prev == ERR_PREV_FLOOR
 

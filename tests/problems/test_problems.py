@@ -203,6 +203,30 @@ def test_exact_hypothesis_random_spectra(lams, seed, with_c, t1, t2):
         _check_ode(p, x0, t1, rtol=1e-5)
 
 
+@given(
+    a=st.floats(-5.0, 1.0),
+    b=st.floats(0.1, 30.0) | st.floats(-30.0, -0.1),
+    seed=st.integers(0, 2**16),
+    t=st.floats(-0.5, 1.0),
+)
+def test_complex_pair_exact_is_a_scaled_rotation(a, b, seed, t):
+    """A = Q[[a, −b], [b, a]]Qᵀ has (A − aI)² = −b²I, so e^{tA} = e^{at}(cos(bt) I +
+    sin(bt)/b (A − aI)) (a scaled rotation): ‖x(t)‖ = e^{at}‖x₀‖ and ⟨x(t), x₀⟩ =
+    e^{at} cos(bt) ‖x₀‖²."""
+    p = complex_pair_linear([complex(a, b)], seed=seed)
+    x0 = _x0(2, seed=seed)
+    B = p.A - a * np.eye(2)
+    np.testing.assert_allclose(B @ B, -b * b * np.eye(2), atol=1e-12 * b * b)
+    E = np.exp(a * t) * (np.cos(b * t) * np.eye(2) + np.sin(b * t) / b * B)
+    got = p.exact(0.0, t, x0).numpy()
+    x = x0.numpy()
+    np.testing.assert_allclose(got, x @ E.T, rtol=1e-10, atol=1e-12 * np.exp(a * t))
+    norm0 = np.linalg.norm(x, axis=1)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), np.exp(a * t) * norm0, rtol=1e-10)
+    np.testing.assert_allclose((got * x).sum(1), np.exp(a * t) * np.cos(b * t) * norm0**2,
+                               rtol=0, atol=1e-10 * np.exp(a * t) * norm0.max() ** 2)
+
+
 def test_dahlquist_exact_is_exponential():
     lam = -3.5
     p = dahlquist(lam)
