@@ -44,6 +44,9 @@ __all__ = ["sample", "sample_final", "Callback"]
 
 #: Called after every step with ``i, sigma, sigma_next, x, denoised, drift, x_next, rho, beta``.
 Callback = Callable[[dict[str, Any]], None]
+#: A state whose largest entry exceeds this many times the initial states' (or 1, if
+#: larger) has blown up: the probability-flow ODE contracts towards the data.
+BLOWUP_FACTOR = 1e4
 _DEFAULT_ERK = ErkGuid()
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -178,6 +181,8 @@ def _integrate(run: _Run, record: bool):
     diagnose = record or callback is not None  # someone reads ρ̂ without a correction
     N = sig.shape[0] - 1
     nfe = 0
+    # A probability-flow ODE contracts towards the data: a state far beyond its start blew up.
+    limit = BLOWUP_FACTOR * max(float(x_init.abs().max()), 1.0)
 
     def evaluate(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
         nonlocal nfe
@@ -229,10 +234,10 @@ def _integrate(run: _Run, record: bool):
             if erk.corrects:
                 x_next = x_next + corr.delta
             rho_diag, beta_diag, norm_diag = corr.rho, corr.beta, corr.delta_norm
-        if not bool(torch.isfinite(x_next).all()):
-            _raise_non_finite(i, s, s_next, den, x_next - corr.delta
+        if not bool(x_next.abs().max() <= limit):  # NaN / Inf, or a blow-up (1e64 is finite)
+            _raise_non_finite(i, s, s_next, den, x_next, x_next - corr.delta
                               if pair is not None and erk.needs_pair and erk.corrects else None,
-                              erk)
+                              erk, limit)
 
         if record:
             point = out.point if out.point is not None else (nan_state, nan_state)
@@ -249,20 +254,25 @@ def _integrate(run: _Run, record: bool):
     return x, sig, rec, diag, nfe, drift_fn
 
 
-def _raise_non_finite(i: int, s: Tensor, s_next: Tensor, den: Tensor,
-                      uncorrected: Tensor | None, erk: ErkGuid) -> None:
-    """Raise for a state that became NaN / Inf in step `i`, naming the step, σ and the cause."""
+def _raise_non_finite(i: int, s: Tensor, s_next: Tensor, den: Tensor, x_next: Tensor,
+                      uncorrected: Tensor | None, erk: ErkGuid, limit: float) -> None:
+    """Raise for a state that became NaN / Inf or blew up past `limit` in step `i`, naming
+    the step, σ and the cause."""
     where = f"step {i} (σ = {float(s):.6g} → {float(s_next):.6g})"
+    finite = bool(torch.isfinite(x_next).all())
+    what = (f"blew up (max |x| = {float(x_next.abs().max()):.3g}, over {BLOWUP_FACTOR:g} × "
+            "the initial states' scale)" if finite else "became NaN or Inf")
     if not bool(torch.isfinite(den).all()):
         cause = f"the denoiser returned NaN or Inf at σ = {float(s):.6g}"
-    elif uncorrected is not None and bool(torch.isfinite(uncorrected).all()):
-        cause = "the ERK-Guid correction overflowed: use a smaller `w_stiff` (or a larger `w_con`)"
+    elif uncorrected is not None and bool(uncorrected.abs().max() <= limit):
+        cause = ("the ERK-Guid correction is too large: use a smaller `w_stiff` (or a larger "
+                 "`w_con`)")
     else:
         cause = "the step's later denoiser evaluation returned NaN or Inf, or the state overflowed"
         if erk.corrects:
             cause += (f" (ERK-Guid is on with `w_stiff` = {erk.w_stiff:g}: a large `w_stiff` "
                       "can blow the state up over a few steps)")
-    raise ValueError(f"The samples became NaN or Inf in {where}: {cause}.")
+    raise ValueError(f"The samples {what} in {where}: {cause}.")
 
 
 def _step_boundaries(solver: Solver, options: Mapping[str, Any], sig: Tensor) -> Tensor:

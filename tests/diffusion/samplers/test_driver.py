@@ -306,6 +306,16 @@ def test_an_overflowing_erk_correction_says_so():
         sample(_gaussian_denoiser, x, sigmas, w_stiff=1e30, w_con=0.0)
 
 
+@pytest.mark.parametrize("w_stiff", [1e3, 1e12])
+def test_a_finite_blow_up_is_caught_too(w_stiff):
+    # Regression (issue 12, defect 4): a huge w_stiff gave 1e23-sized, finite samples silently.
+    sigmas = edm_sigmas(8, 0.002, 5.0)
+    x = 5.0 * torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    with pytest.raises(ValueError, match=r"blew up \(max \|x\| = .*in step 1 .*smaller `w_stiff`"):
+        sample(_gaussian_denoiser, x, sigmas, w_stiff=w_stiff, w_con=0.0)
+    assert torch.isfinite(sample(_gaussian_denoiser, x, sigmas, w_stiff=3.0).states).all()
+
+
 # ------------------------------------------------------------ batch-size dependence
 @pytest.mark.parametrize(("learned", "tol"), [(False, 1e-9), (True, 1e-4)])
 def test_a_sample_agrees_across_batch_sizes_to_the_documented_roundoff(learned, tol):
