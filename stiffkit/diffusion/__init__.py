@@ -4,6 +4,8 @@
   the scikit-learn digits as images) with closed-form score, denoiser and drift Jacobian;
 * :mod:`~stiffkit.diffusion.models` / :mod:`~stiffkit.diffusion.training` — the learned energy
   MLPs (the *learned ODE*) and their training on the exact score;
+* :mod:`~stiffkit.diffusion.images` — learned EDM denoisers of the 8×8 digits, class-conditional
+  with an unconditional side (``load_pretrained("digits")``, ``"digits_ag_guide"``);
 * :mod:`~stiffkit.diffusion.samplers` — Heun / Euler / DPM-Solver-2 / DEIS with ERK-Guid
   (:mod:`~stiffkit.diffusion.erk`), :mod:`~stiffkit.diffusion.guidance` (CFG and autoguidance),
   :mod:`~stiffkit.diffusion.schedules` and per-sample-seeded :mod:`~stiffkit.diffusion.noise`;
@@ -21,6 +23,7 @@ from stiffkit.diffusion.erk import (
     mixture_oracle,
 )
 from stiffkit.diffusion.guidance import Guided
+from stiffkit.diffusion.images import DigitsDenoiser
 from stiffkit.diffusion.metrics import evaluate, noise_floor
 from stiffkit.diffusion.mixtures import (
     GaussianMixture,
@@ -52,6 +55,7 @@ from stiffkit.diffusion.training import TrainConfig, TrainResult, train
 __all__ = [
     "W_STIFF_THEORY",
     "SOLVERS",
+    "DigitsDenoiser",
     "EnergyDenoiser",
     "ErkCorrection",
     "ErkGuid",

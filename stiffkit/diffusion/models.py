@@ -290,9 +290,15 @@ def load_model(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -
 
 
 def pretrained_path(name: str) -> Path:
-    """Return the path of the shipped weight file `name` (see :data:`PRETRAINED_NAMES`)."""
+    """Return the path of the shipped weight file `name` (see :data:`PRETRAINED_NAMES`; the
+    digits models' names, :data:`stiffkit.diffusion.images.DIGITS_PRETRAINED`, too)."""
+    from stiffkit.diffusion.images.pretrained import DIGITS_PRETRAINED  # lazy: no cycle
+
+    if name in DIGITS_PRETRAINED:
+        return WEIGHTS_DIR / DIGITS_PRETRAINED[name]
     if name not in PRETRAINED_NAMES:
-        raise ValueError(f"`name` must be one of {tuple(PRETRAINED_NAMES)}, got {name!r}.")
+        raise ValueError(f"`name` must be one of {tuple(PRETRAINED_NAMES)} or "
+                         f"{tuple(DIGITS_PRETRAINED)}, got {name!r}.")
     return WEIGHTS_DIR / PRETRAINED_NAMES[name]
 
 
@@ -301,18 +307,26 @@ def load_pretrained(name: str = "main", *, dtype: torch.dtype = torch.float32) -
 
     Parameters
     ----------
-    name : {"main", "ag_guide", "cfg_guide"}
+    name : {"main", "ag_guide", "cfg_guide", "digits", "digits_ag_guide"}
         "main": class A of the tree, width 64, EMA weights after 4096 iterations.
         "ag_guide": class A, width 32, EMA at iteration 512 — the autoguidance guide.
         "cfg_guide": the unconditional A∪B model, width 32, iteration 512 — the CFG guide.
+        "digits", "digits_ag_guide": the 8×8 digits' class-conditional EDM denoiser and its
+        autoguidance guide, :class:`~stiffkit.diffusion.images.DigitsDenoiser`s
+        (:func:`stiffkit.diffusion.images.load_digits_pretrained`).
     dtype : torch.dtype
         float32 (as trained) or float64 (same weights, for tight derivative checks).
 
     Returns
     -------
     EnergyDenoiser
-        With the training configuration, seed, iteration and torch version in ``.metadata``.
+        With the training configuration, seed, iteration and torch version in ``.metadata``
+        (a ``DigitsDenoiser`` for the digits names).
     """
+    from stiffkit.diffusion.images.pretrained import DIGITS_PRETRAINED, load_digits_pretrained
+
+    if name in DIGITS_PRETRAINED:
+        return load_digits_pretrained(name, dtype=dtype)
     path = pretrained_path(name)
     if not path.is_file():
         raise FileNotFoundError(f"Pretrained weights {name!r} not found at {path}; "
