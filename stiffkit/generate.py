@@ -12,8 +12,11 @@ from noise drawn with its own seed (:mod:`stiffkit.diffusion.noise`), and every 
 sampled with the same shapes whichever process takes it. Under ``torchrun`` (``WORLD_SIZE``
 > 1) batch ``b`` goes to rank ``b mod K`` and rank 0 gathers the results
 (``torch.distributed``: gloo on CPU, nccl when the samples live on GPUs), so the file is the
-one a single process writes. The file holds ``samples [n, *dims]`` (float32), ``seeds [n]``
-and ``config`` (the command's settings, as JSON); it is written atomically.
+one a single process writes. ``--model digits`` samples the learned 8×8 digits model
+(EDM grid σ 80 → 0.002, class ``seed mod 10`` unless ``--label`` is given; CFG guides with
+its unconditional side, autoguidance with ``digits_ag_guide``). The file holds
+``samples [n, *dims]`` (float32), ``seeds [n]`` and ``config`` (the command's settings, as
+JSON); it is written atomically.
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ class GenerateConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"`--{name}` must be a positive integer, got "
                                  f"{getattr(self, name)}.")
+        if self.label is not None and self.model == "toy":
+            raise ValueError("`--label` is for class-conditional models; the toy has one class.")
+        if self.label is not None and not 0 <= self.label <= 9:
+            raise ValueError(f"`--label` must be a digit 0 … 9, got {self.label}.")
         if len(self.seeds) % self.batch:
             raise ValueError(
                 f"`--seeds` ({len(self.seeds)} seeds) does not split into batches of "
@@ -98,36 +105,74 @@ def batches_of(config: GenerateConfig) -> list[tuple[int, ...]]:
     return [config.seeds[i:i + b] for i in range(0, len(config.seeds), b)]
 
 
-def _toy_setup(config: GenerateConfig) -> tuple[Callable, Callable[[Sequence[int]], Tensor],
-                                                Tensor]:
+#: Default guidance weight of the digits models (the class-consistency sweep of
+#: ``python -m stiffkit.diffusion.images.report`` saturates there).
+DIGITS_GUIDANCE_WEIGHT = 2.0
+#: EDM's grid for the digits models.
+DIGITS_SIGMA_MIN, DIGITS_SIGMA_MAX = 0.002, 80.0
+
+Setup = tuple[Callable[[Sequence[int]], Callable], Callable[[Sequence[int]], Tensor], Tensor]
+
+
+def _toy_setup(config: GenerateConfig) -> Setup:
     from stiffkit.paper.toy import toy_world
 
     world = toy_world()
-    if config.label is not None:
-        raise ValueError("`--label` is for class-conditional models; the toy has one class.")
     denoiser = world.denoiser(config.guidance, w=config.w)
-    return denoiser, world.initial_state, world.sigmas(config.steps)
+    return (lambda seeds: denoiser), world.initial_state, world.sigmas(config.steps)
 
 
-def _digits_setup(config: GenerateConfig):
-    from stiffkit.diffusion.images import digits_generation
+def digits_labels(config: GenerateConfig, seeds: Sequence[int]) -> Tensor:
+    """The class of each digits sample: ``--label``, or ``seed mod 10`` when none is given."""
+    if config.label is not None:
+        return torch.full((len(seeds),), config.label, dtype=torch.long)
+    return torch.as_tensor(list(seeds), dtype=torch.long) % 10
 
-    return digits_generation(config.steps, guidance=config.guidance, w=config.w,
-                             label=config.label)
+
+def _digits_setup(config: GenerateConfig) -> Setup:
+    from stiffkit.diffusion.guidance import Guided
+    from stiffkit.diffusion.models import load_pretrained
+    from stiffkit.diffusion.noise import randn_per_sample
+    from stiffkit.diffusion.schedules import edm_sigmas
+
+    main = load_pretrained("digits")
+    guide = load_pretrained("digits_ag_guide") if config.guidance == "ag" else None
+    w = DIGITS_GUIDANCE_WEIGHT if config.w is None else config.w
+
+    def make(seeds: Sequence[int]):
+        labels = digits_labels(config, seeds)
+        cond = main.conditioned(labels)
+        if config.guidance == "none":
+            return cond
+        other = main.unconditional() if config.guidance == "cfg" else guide.conditioned(labels)
+        return Guided(cond, other, w)
+
+    def initial_state(seeds: Sequence[int]) -> Tensor:
+        return DIGITS_SIGMA_MAX * randn_per_sample(list(seeds), (1, 8, 8))
+
+    return make, initial_state, edm_sigmas(config.steps, DIGITS_SIGMA_MIN, DIGITS_SIGMA_MAX)
 
 
-def generate_batch(config: GenerateConfig, seeds: Sequence[int], setup=None) -> Tensor:
+def generate_batch(config: GenerateConfig, seeds: Sequence[int], setup: Setup | None = None
+                   ) -> Tensor:
     """Return the samples of one batch of seeds, ``[len(seeds), *dims]`` (float32, CPU)."""
     from stiffkit.diffusion.samplers import sample_final
 
-    denoiser, initial_state, sigmas = setup if setup is not None else _setup(config)
+    make, initial_state, sigmas = setup if setup is not None else _setup(config)
     x = initial_state(list(seeds))
-    out, _ = sample_final(denoiser, x, sigmas, solver=config.solver, w_stiff=config.w_stiff,
-                          w_con=config.w_con)
+    with torch.no_grad() if config.model == "digits" else _nullcontext():
+        out, _ = sample_final(make(seeds), x, sigmas, solver=config.solver,
+                              w_stiff=config.w_stiff, w_con=config.w_con)
     return out.detach().to("cpu", torch.float32)
 
 
-def _setup(config: GenerateConfig):
+def _nullcontext():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _setup(config: GenerateConfig) -> Setup:
     return (_toy_setup if config.model == "toy" else _digits_setup)(config)
 
 
