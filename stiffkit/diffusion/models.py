@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import as_per_sample, check_finite, check_int, check_real, check_tensor
+from stiffkit.diffusion._weights import check_dtype, read_weights
 from stiffkit.io import atomic_write
 
 __all__ = [
@@ -260,25 +260,12 @@ def load_model(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"`path`: no weight file at {path}.")
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}.")
+    check_dtype(dtype)
     hint = (f" Regenerate the shipped weights with `{REGENERATE_COMMAND}`."
             if path.resolve().parent == WEIGHTS_DIR.resolve() else "")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
-        raise ValueError(f"`path`: {path} is not a readable weight file "
-                         f"({type(err).__name__}: {err}).{hint}") from None
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"`path`: {path} is not a stiffkit EnergyDenoiser file "
-                         f"(format version {FORMAT_VERSION}).{hint}")
-    missing = [k for k in ("architecture", "state_dict", "metadata") if k not in payload]
-    if missing:
-        raise ValueError(f"`path`: {path} lacks the entries {missing}.{hint}")
+    payload = read_weights(path, what="EnergyDenoiser", format_version=FORMAT_VERSION,
+                           required=("architecture", "state_dict", "metadata"), hint=hint)
     state = payload["state_dict"]
-    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"`path`: {path} has NaN or Inf weights in {bad}.{hint}")
     try:
         model = EnergyDenoiser(**payload["architecture"], dtype=dtype)
         model.load_state_dict(state)

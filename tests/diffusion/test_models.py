@@ -322,6 +322,16 @@ def _saved(tmp_path, **changes):
     return path
 
 
+@pytest.mark.parametrize("content", [b"broken", b"", b"\x80\x02", b"PK\x03\x04garbage"])
+def test_load_model_names_the_path_of_a_garbled_file(tmp_path, content):
+    # A few bytes of garbage raised a bare IndexError from torch's unpickler (found while
+    # building the digits loader, which shares the reader now).
+    path = tmp_path / "garbled.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"{path}.*not a readable weight file"):
+        load_model(path)
+
+
 def test_load_model_names_the_path_of_a_truncated_file(tmp_path):
     from stiffkit.diffusion.models import load_model
 

@@ -13,12 +13,12 @@ unexpected weights, the regeneration command for the shipped files).
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from stiffkit.diffusion._weights import check_dtype, read_weights
 from stiffkit.diffusion.images.denoiser import DigitsDenoiser
 from stiffkit.io import atomic_write
 
@@ -78,29 +78,12 @@ def load_digits_model(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"`path`: no weight file at {path}.")
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}.")
+    check_dtype(dtype)
     hint = (f" Regenerate the shipped weights with `{DIGITS_REGENERATE_COMMAND}`."
             if path.resolve().parent == WEIGHTS_DIR.resolve() else "")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    # A short or garbled file surfaces as any of these (b"broken" raises IndexError inside
-    # torch's weights-only unpickler).
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError, IndexError,
-            KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"`path`: {path} is not a readable weight file "
-                         f"({type(err).__name__}: {err}).{hint}") from None
-    if (not isinstance(payload, dict) or payload.get("kind") != _KIND
-            or payload.get("format_version") != FORMAT_VERSION):
-        raise ValueError(f"`path`: {path} is not a stiffkit {_KIND} file "
-                         f"(format version {FORMAT_VERSION}).{hint}")
-    missing = [k for k in ("architecture", "state_dict", "metadata") if k not in payload]
-    if missing:
-        raise ValueError(f"`path`: {path} lacks the entries {missing}.{hint}")
+    payload = read_weights(path, what=_KIND, format_version=FORMAT_VERSION, kind=_KIND,
+                           required=("architecture", "state_dict", "metadata"), hint=hint)
     state = payload["state_dict"]
-    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"`path`: {path} has NaN or Inf weights in {bad}.{hint}")
     try:
         model = DigitsDenoiser(**payload["architecture"], dtype=dtype)
         model.load_state_dict(state)  # strict: missing or unexpected keys raise

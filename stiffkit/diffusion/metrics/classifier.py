@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import pickle
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from stiffkit._utils import check_int, check_real
+from stiffkit.diffusion._weights import check_dtype, read_weights
 from stiffkit.diffusion.mixtures.digits import digits_images
 from stiffkit.io import atomic_write
 
@@ -326,26 +326,13 @@ def load_classifier(
     hint = f" Regenerate the shipped weights with `{CLASSIFIER_REGENERATE_COMMAND}`."
     if not path.is_file():
         raise FileNotFoundError(f"`path`: no classifier weight file at {path}.{hint}")
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"`dtype` must be torch.float32 or torch.float64, got {dtype}.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as err:
-        raise ValueError(f"`path`: {path} is not a readable weight file "
-                         f"({type(err).__name__}: {err}).{hint}") from None
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"`path`: {path} is not a stiffkit DigitsClassifier file "
-                         f"(format version {FORMAT_VERSION}).{hint}")
-    missing = [k for k in ("state_dict", "metadata") if k not in payload]
-    if missing:
-        raise ValueError(f"`path`: {path} lacks the entries {missing}.{hint}")
+    check_dtype(dtype)
+    payload = read_weights(path, what="DigitsClassifier", format_version=FORMAT_VERSION,
+                           required=("state_dict", "metadata"), hint=hint)
     state = payload["state_dict"]
     missing = [k for k in _STATE_KEYS if k not in state]
     if missing:
         raise ValueError(f"`path`: {path} lacks the weights {missing}.{hint}")
-    bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(f"`path`: {path} has NaN or Inf weights in {bad}.{hint}")
     model = DigitsClassifier(dtype=dtype)
     try:
         model.load_state_dict(state)
