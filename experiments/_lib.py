@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stiffkit.io import cached_frame, save_figure, save_frame, source_fingerprint
+from stiffkit.io import cached_frame, ensure_folder, save_figure, save_frame, source_fingerprint
 
 __all__ = ["ROOT", "run_experiment", "cache_dir", "cached_compute", "code_fingerprint", "binned",
            "bootstrap_mean_ci"]
@@ -33,6 +34,11 @@ QUICK_SUBDIR = "quick"
 #: cache keeps full precision) and the resolution of the PNGs — both keep figures/ small.
 CSV_FLOAT_FORMAT = "%.6g"
 FIGURE_DPI = 110
+#: Largest integer a ``--set`` accepts (no configuration count comes near it; beyond it a run
+#: would not finish). Integer entries must be at least 1, except these, where 0 means
+#: something (no bootstrap intervals, no bin dropped, grid level 0).
+MAX_COUNT = 10**7
+ZERO_OK = frozenset({"num_bootstrap", "min_count", "map_steps", "line_step"})
 #: Torch intra-op threads of a figure run unless ``OMP_NUM_THREADS`` is set: the toy's calls are
 #: small batched 2-D ops, where a second thread only contends (measured on the shared 2-core
 #: machine: fig1's quick compute 4.8 s on one thread, 23 s on two).
@@ -112,23 +118,44 @@ def run_experiment(
                         help="override a configuration entry (VALUE parsed as JSON when it can "
                         "be), e.g. --set stiffness=h_lambda; repeatable")
     args = parser.parse_args(argv)
+    from stiffkit.diffusion.noise import MAX_RUN_SEED
+
     if args.seed < 0:
         parser.error("--seed must be non-negative")
+    if args.seed > MAX_RUN_SEED:
+        parser.error(f"--seed must be at most {MAX_RUN_SEED} (per-sample seeds must fit 64 bits)")
     out = args.out or (ROOT / "figures" / (QUICK_SUBDIR if args.quick else ""))
     cache = args.cache_dir or cache_dir()
-    config = dict(quick if args.quick else full, seed=args.seed, quick=args.quick)
+    # Both folders are checked before computing, so a bad one does not cost a run.
+    for flag, folder in (("--out", out), ("--cache-dir", cache)):
+        try:
+            ensure_folder(folder, flag.lstrip("-"))
+        except OSError as err:
+            parser.error(f"{flag} {folder}: {err.strerror}")
+        if not os.access(folder, os.W_OK):
+            parser.error(f"{flag} {folder}: the folder is not writable")
+    defaults = dict(quick if args.quick else full)
+    config = dict(defaults, seed=args.seed, quick=args.quick)
     if "OMP_NUM_THREADS" not in os.environ:
         import torch
 
         torch.set_num_threads(NUM_THREADS)
     for item in args.overrides:
         key, sep, value = item.partition("=")
+        if key in ("seed", "quick"):
+            parser.error(f"--set {item!r}: use --{key} instead")
         if not sep or key not in config:
             parser.error(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(config)}")
         try:
             config[key] = json.loads(value)
         except json.JSONDecodeError:
             config[key] = value
+        if isinstance(defaults[key], list) and not isinstance(config[key], list):
+            config[key] = [config[key]]  # --set steps=8 means [8]
+        problem = _mismatch(config[key], defaults[key], 0 if key in ZERO_OK else 1)
+        if problem:
+            parser.error(f"--set {item!r}: {key} must be {problem} (its default is "
+                         f"{defaults[key]!r})")
 
     start = time.perf_counter()
     df = cached_frame(config, lambda: compute(config), cache, name=name, refresh=args.refresh,
@@ -147,6 +174,37 @@ def run_experiment(
     if summarize is not None:
         print(summarize(df, config))
     return dict(config=config, frame=df, paths=(png, csv), seconds=seconds)
+
+
+def _mismatch(value: Any, default: Any, minimum: int = 1) -> str | None:
+    """Describe what a ``--set`` value must be to stand in for `default`, or None if it can.
+
+    The value must have the default's kind: a bool, an integer in ``[minimum, MAX_COUNT]``
+    (every integer of the scripts' configurations is a count, or a grid level in
+    :data:`ZERO_OK`), a finite non-negative number (weights and thresholds), a string, or a
+    non-empty list of such (a single value given for a list is a list of one). Finer limits
+    are the script's and the library's to check.
+    """
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        ok = (isinstance(value, int) and not isinstance(value, bool)
+              and minimum <= value <= MAX_COUNT)
+        return None if ok else f"an integer in [{minimum}, {MAX_COUNT:.0e}]"
+    if isinstance(default, float):
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(value) and value >= 0)
+        return None if ok else "a finite non-negative number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, list):
+        if not isinstance(value, list) or not value:
+            return "a non-empty JSON list, e.g. [8, 16]"
+        if default:
+            kinds = {_mismatch(v, default[0], minimum) for v in value} - {None}
+            if kinds:
+                return f"a list whose entries are each {kinds.pop()}"
+    return None
 
 
 def bootstrap_mean_ci(values: np.ndarray, *, level: float = 0.95, num_bootstrap: int = 1000,

@@ -240,6 +240,9 @@ def compute(config: dict[str, Any]) -> pd.DataFrame:
     if not all(0 <= i < config["num_steps"] - 1 for i in levels):
         raise ValueError("`map_steps` and `line_step` must be Heun steps of the grid, "
                          f"0 … {config['num_steps'] - 2}.")
+    if config["line_step"] not in config["map_steps"]:  # the summary reads its map
+        raise ValueError(f"`line_step` = {config['line_step']} must be one of `map_steps` = "
+                         f"{config['map_steps']}.")
     depth = _branch_depths()
     total = len(config["map_steps"]) + 2 + 3
     with tqdm(total=total, desc=NAME, unit="stage") as bar:
@@ -269,7 +272,7 @@ def plot(df: pd.DataFrame, config: dict[str, Any]):
     maps["stiff"] = _stiffness(maps, measure)
     norm = LogNorm(*np.quantile(maps.stiff[maps.stiff > 0], [0.001, 1.0]))
     steps = sorted(maps.step.unique())
-    axes = top.subplots(2, len(steps))
+    axes = top.subplots(2, len(steps), squeeze=False)  # [2, n] even for one map level
     lines = df[df.panel == "line"]
     for j, step in enumerate(steps):
         for r, model in enumerate(("exact", "learned")):

@@ -29,6 +29,9 @@ __all__ = [
     "check_real",
     "check_output",
     "check_batch",
+    "check_callable",
+    "check_generator",
+    "check_float_dtype",
     "as_per_sample",
     "secant_ratio",
     "resolution_floor",
@@ -210,10 +213,18 @@ def as_per_sample(
 
     Raises
     ------
+    TypeError
+        If `value` is not a real number or real tensor (always checked: it costs nothing).
     ValueError
         With `check`: another shape, NaN/Inf, or a value outside `bound`.
     """
-    out = torch.as_tensor(value, dtype=dtype, device=device)
+    if isinstance(value, Tensor) and (value.is_complex() or value.dtype == torch.bool):
+        raise TypeError(f"`{name}` must be real, got a {value.dtype} tensor.")
+    try:
+        out = torch.as_tensor(value, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"`{name}` must be a real number or a tensor of them, got {value!r} "
+                        f"({type(value).__name__}).") from err
     if not check:
         return out
     if out.ndim > 1 or (out.ndim == 1 and out.shape[0] != batch):
@@ -237,6 +248,29 @@ def check_batch(x: Tensor, name: str) -> Tensor:
         raise ValueError(f"`{name}` has an empty batch (shape {tuple(x.shape)}); "
                          "pass at least one sample.")
     return x
+
+
+def check_callable(f: Any, name: str) -> Any:
+    """Return `f`, raising ``TypeError`` unless it is callable."""
+    if not callable(f):
+        raise TypeError(f"`{name}` must be callable, got {type(f).__name__}.")
+    return f
+
+
+def check_generator(generator: Any, name: str = "generator") -> torch.Generator | None:
+    """Return `generator`, raising ``TypeError`` unless it is None or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`{name}` must be a torch.Generator or None, "
+                        f"got {type(generator).__name__}.")
+    return generator
+
+
+def check_float_dtype(dtype: Any, name: str = "dtype") -> torch.dtype:
+    """Return `dtype`, raising ``TypeError`` unless it is a floating ``torch.dtype``."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"`{name}` must be a floating torch.dtype (e.g. torch.float64), "
+                        f"got {dtype!r}.")
+    return dtype
 
 
 def check_output(y: Any, x: Tensor, name: str = "f", *, same_dtype: bool = False) -> Tensor:

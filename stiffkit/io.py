@@ -14,10 +14,10 @@ than a DataFrame, is reported with a warning and recomputed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
-import pickle
 import tempfile
 import time
 import warnings
@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write",
     "config_key",
     "cached_frame",
+    "ensure_folder",
     "save_figure",
     "save_frame",
     "source_fingerprint",
@@ -52,10 +53,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Final destination; parent folders are created.
     write : callable
         Writes the complete file to the temporary path it receives.
+
+    Raises
+    ------
+    TypeError
+        If `path` is not path-like or `write` not callable.
+    OSError
+        Naming `path`: it is a folder, a parent of it is a file, or its folder cannot be
+        created or written (the subclass of the underlying error is kept).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path = _as_path(path, "path")
+    if not callable(write):
+        raise TypeError(f"`write` must be callable, got {type(write).__name__}.")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"`path` {path} is a folder, not a file")
+    ensure_folder(path.parent, "path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write into the folder {path.parent} of `path` "
+                        f"({err.strerror})") from err
     os.close(fd)
     try:
         write(tmp)
@@ -67,6 +84,37 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def _as_path(path, name: str) -> Path:
+    """`path` as a :class:`Path`, raising ``TypeError`` naming `name` unless it is path-like."""
+    if not isinstance(path, str | os.PathLike) or isinstance(path, bytes):
+        raise TypeError(f"`{name}` must be a path (str or os.PathLike), got "
+                        f"{type(path).__name__}.")
+    return Path(path)
+
+
+def ensure_folder(folder: str | os.PathLike, name: str) -> Path:
+    """Create `folder` (and its parents) unless it exists; return it as a :class:`Path`.
+
+    Raises
+    ------
+    OSError
+        Naming the argument `name`: `folder` or one of its parents is a file, or it cannot
+        be created (permissions, a read-only file system); the subclass of the underlying
+        error is kept (``NotADirectoryError``, ``PermissionError``, …).
+    """
+    folder = _as_path(folder, name)
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR,
+                                     f"`{name}`: {part} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise type(err)(err.errno, f"`{name}`: cannot create the folder {folder} "
+                        f"({err.strerror})") from err
+    return folder
 
 
 def _umask() -> int:
@@ -101,6 +149,9 @@ def source_fingerprint(extra: Iterable[str | os.PathLike] = ()) -> str:
     """
     from stiffkit import __version__
 
+    if isinstance(extra, str | os.PathLike) or not hasattr(extra, "__iter__"):
+        raise TypeError(f"`extra` must be an iterable of paths, got {extra!r}; wrap a single "
+                        "path in a list.")
     digest = hashlib.sha256(f"stiffkit {__version__}".encode())
     files = sorted(_PACKAGE_DIR.rglob("*.py"))
     for path in files:
@@ -132,8 +183,7 @@ def _read_cached(path: Path) -> pd.DataFrame | None:
     """Return the DataFrame cached at `path`, or None (with a warning) if it is unusable."""
     try:
         df = pd.read_pickle(path)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError,
-            TypeError, ValueError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - unpickling a corrupt file can raise anything
         warnings.warn(f"cache file {path} is unreadable ({type(err).__name__}: {err}); "
                       "recomputing.", RuntimeWarning, stacklevel=3)
         return None
@@ -149,8 +199,22 @@ def save_frame(df: pd.DataFrame, path: str | os.PathLike, *,
     """Write `df` atomically; the format follows the suffix (``.csv`` or ``.pkl``).
 
     `float_format` (CSV only, e.g. ``"%.6g"``) bounds the digits written per float.
+
+    Raises
+    ------
+    TypeError
+        If `df` is not a DataFrame, `path` not path-like or `float_format` not a string.
+    ValueError
+        If the suffix is neither ``.csv`` nor ``.pkl``.
+    OSError
+        As :func:`atomic_write`.
     """
-    path = Path(path)
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"`df` must be a pandas DataFrame, got {type(df).__name__}.")
+    path = _as_path(path, "path")
+    if float_format is not None and not isinstance(float_format, str):
+        raise TypeError(f"`float_format` must be a format string such as '%.6g' or None, got "
+                        f"{float_format!r}.")
     if path.suffix == ".csv":
         return atomic_write(path,
                             lambda tmp: df.to_csv(tmp, index=False, float_format=float_format))
@@ -191,11 +255,22 @@ def cached_frame(
     Returns
     -------
     pandas.DataFrame
+
+    Raises
+    ------
+    TypeError
+        If `config` is not a mapping, `compute` not callable or does not return a DataFrame.
+    OSError
+        If `cache_dir` (or a parent) is a file or cannot be created: checked before computing.
     """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"`config` must be a mapping, got {type(config).__name__}.")
+    if not callable(compute):
+        raise TypeError(f"`compute` must be callable, got {type(compute).__name__}.")
+    folder = ensure_folder(cache_dir, "cache_dir")  # before computing, not after
     if fingerprint is None:
         fingerprint = source_fingerprint()
     key = config_key({"config": dict(config), "code": fingerprint})
-    folder = Path(cache_dir)
     path = folder / f"{name}-{key}.pkl"
     _sweep_stale_tmp(folder)
     if path.exists() and not refresh:
@@ -213,8 +288,18 @@ def cached_frame(
 
 
 def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix)."""
-    path = Path(path)
+    """Save a matplotlib figure atomically (format from the suffix).
+
+    Raises
+    ------
+    TypeError
+        If `fig` has no ``savefig`` (not a matplotlib figure) or `path` is not path-like.
+    OSError
+        As :func:`atomic_write`.
+    """
+    if not callable(getattr(fig, "savefig", None)):
+        raise TypeError(f"`fig` must be a matplotlib Figure, got {type(fig).__name__}.")
+    path = _as_path(path, "path")
     kwargs = dict(dpi=150, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     kwargs.update(savefig_kwargs)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, **kwargs))

@@ -7,14 +7,17 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
+from stiffkit._utils import check_int, check_real
 from stiffkit.tableaux import (
     ButcherTableau,
     get_tableau,
@@ -54,12 +57,28 @@ def plot_stability_region(
     Returns
     -------
     matplotlib.axes.Axes
+
+    Raises
+    ------
+    TypeError
+        If `tableaux` is not a tableau, a name or a sequence of them, or `ax` not an Axes.
+    ValueError
+        Naming the argument: no tableau, an `extent` that is not four finite numbers with
+        ``xmin < xmax`` and ``ymin < ymax``, a `resolution` below 2.
     """
     if isinstance(tableaux, (str, ButcherTableau)):
         tableaux = [tableaux]
+    if not hasattr(tableaux, "__iter__"):
+        raise TypeError(f"`tableaux` must be a tableau, a name or a sequence of them, got "
+                        f"{type(tableaux).__name__}.")
     tabs = [get_tableau(t) for t in tableaux]
     if not tabs:
         raise ValueError("`tableaux` must name at least one method.")
+    resolution = check_int(resolution, "resolution", 2)
+    if extent is not None:
+        extent = _check_extent(extent)
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"`ax` must be a matplotlib Axes, got {type(ax).__name__}.")
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 5))
     if extent is None:
@@ -88,12 +107,61 @@ def plot_stability_region(
     return ax
 
 
+def _check_extent(extent) -> tuple[float, float, float, float]:
+    """`extent` as four floats ``(xmin, xmax, ymin, ymax)``, or raise naming it."""
+    if isinstance(extent, str) or not hasattr(extent, "__len__") or len(extent) != 4:
+        raise ValueError(f"`extent` must be (xmin, xmax, ymin, ymax), got {extent!r}.")
+    x0, x1, y0, y1 = (check_real(v, "extent") for v in extent)
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError(f"`extent` must have xmin < xmax and ymin < ymax, got {extent!r}.")
+    return x0, x1, y0, y1
+
+
+def _finite(df, columns, *, log: bool, what: str) -> pd.DataFrame:
+    """`df[columns]` as numbers, NaN where a value is not a finite number; on a log axis a
+    warning says how many non-positive values it cannot show (they stay in the statistics)."""
+    for col in columns:
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            raise ValueError(f"`df` column `{col}` must be numeric, got dtype {df[col].dtype}.")
+    data = df[list(columns)].astype(float).replace([np.inf, -np.inf], np.nan)
+    nonpositive = int((data <= 0).to_numpy().sum()) if log else 0
+    if nonpositive:
+        warnings.warn(f"{what}: {nonpositive} non-positive value(s) cannot be shown on the "
+                      "log-scaled axis.", RuntimeWarning, stacklevel=3)
+    return data
+
+
+def _check_frame(df, required) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"`df` must be a pandas DataFrame, got {type(df).__name__}.")
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"`df` has no column(s) {missing}.")
+
+
 def plot_stiffness(df: pd.DataFrame, *, ax=None, columns=("lambda_max", "rho_hat"),
                    log: bool = True):
-    """Plot stiffness along the trajectory: median and 95 % band over samples vs ``t``."""
+    """Plot stiffness along the trajectory: median and 95 % band over samples vs ``t``.
+
+    `columns` is a column name or a sequence of them (absent ones are skipped); non-finite
+    values are dropped; non-positive ones, which a log axis cannot show, raise a warning.
+
+    Raises
+    ------
+    TypeError
+        If `df` is not a DataFrame.
+    ValueError
+        If `df` has no ``t`` column, a requested column is not numeric, or there are no
+        finite values in the requested `columns`.
+    """
+    _check_frame(df, ["t"])
+    columns = [columns] if isinstance(columns, str) else list(columns)
+    present = [c for c in columns if c in df]
+    values = _finite(df, present, log=log, what="plot_stiffness")
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
-    long = df.melt(id_vars=["t"], value_vars=[c for c in columns if c in df], var_name="quantity")
+    long = pd.concat([df[["t"]], values], axis=1).melt(id_vars=["t"], value_vars=present,
+                                                        var_name="quantity")
     long = long.dropna()
     if long.empty:
         raise ValueError("`df` has no finite values in the requested `columns`.")
@@ -108,8 +176,22 @@ def plot_stiffness(df: pd.DataFrame, *, ax=None, columns=("lambda_max", "rho_hat
 
 def plot_estimate_vs_reference(df: pd.DataFrame, *, ax=None, x: str = "lambda_max",
                                y: str = "rho_hat"):
-    """Scatter the cheap estimate against the reference, with y = x and the correlation."""
-    data = df[[x, y]].replace([np.inf, -np.inf], np.nan).dropna()
+    """Scatter the cheap estimate against the reference, with y = x and the correlation.
+
+    Rows with a non-finite value are left out; non-positive values, which the logarithmic
+    axes cannot show, raise a warning.
+
+    Raises
+    ------
+    TypeError
+        If `df` is not a DataFrame.
+    ValueError
+        If `x` and `y` are the same column, missing or not numeric, or no row has both.
+    """
+    _check_frame(df, [x, y])
+    if x == y:
+        raise ValueError(f"`x` and `y` must be different columns, got {x!r} twice.")
+    data = _finite(df, [x, y], log=True, what="plot_estimate_vs_reference").dropna()
     if data.empty:
         raise ValueError(f"`df` has no rows with both `{x}` and `{y}`.")
     if ax is None:

@@ -149,3 +149,63 @@ def test_cached_frame_sweeps_temporaries_of_killed_writers(tmp_path):
     _, compute = _counting()
     cached_frame({"n": 1}, compute, tmp_path, fingerprint="f")
     assert not stale.exists() and fresh.exists()  # a live writer's file is left alone
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda d: save_frame([1, 2], d / "x.csv"), TypeError, "`df` must be a pandas DataFrame"),
+        (lambda d: save_frame(pd.DataFrame({"a": [1]}), None), TypeError, "`path` must be a path"),
+        (lambda d: save_frame(pd.DataFrame({"a": [1]}), d / "x.csv", float_format=3), TypeError,
+         "`float_format` must be a format string"),
+        (lambda d: save_frame(pd.DataFrame({"a": [1]}), d / "afile" / "x.csv"),
+         NotADirectoryError, "`path`: .*afile is a file, not a folder"),
+        (lambda d: atomic_write(d / "y.txt", None), TypeError, "`write` must be callable"),
+        (lambda d: atomic_write(d, lambda tmp: None), IsADirectoryError, "is a folder, not a file"),
+        (lambda d: save_figure(None, d / "f.png"), TypeError, "`fig` must be a matplotlib Figure"),
+        (lambda d: cached_frame(None, lambda: pd.DataFrame(), d), TypeError,
+         "`config` must be a mapping"),
+        (lambda d: cached_frame({"a": 1}, None, d), TypeError, "`compute` must be callable"),
+        (lambda d: cached_frame({"a": 1}, lambda: pd.DataFrame(), None), TypeError,
+         "`cache_dir` must be a path"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path, call, exc, message):
+    """Issue 12: AttributeErrors, pathlib's TypeErrors and a bare "File exists" before."""
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(exc, match=message):
+        call(tmp_path)
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_before_computing(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    calls = []
+    with pytest.raises(NotADirectoryError, match="`cache_dir`: .*afile is a file"):
+        cached_frame({"a": 1}, lambda: calls.append(1) or pd.DataFrame({"a": [1]}),
+                     tmp_path / "afile" / "cache")
+    assert calls == []
+
+
+@pytest.mark.parametrize("error", ["{}['x']", "1/0", "int('x')"])
+def test_a_cache_file_whose_unpickling_raises_anything_is_recomputed(tmp_path, error):
+    """Issue 12: a pickle raising KeyError or ZeroDivisionError escaped the cache."""
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (eval, (error,))
+
+    fresh = pd.DataFrame({"a": [1.0]})
+    cached_frame({"k": 1}, lambda: fresh, tmp_path, fingerprint="fp")
+    (cache,) = tmp_path.glob("result-*.pkl")
+    cache.write_bytes(pickle.dumps(Boom()))
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        out = cached_frame({"k": 1}, lambda: fresh, tmp_path, fingerprint="fp")
+    pd.testing.assert_frame_equal(out, fresh)
+
+
+def test_source_fingerprint_refuses_a_single_path(tmp_path):
+    from stiffkit.io import source_fingerprint
+
+    with pytest.raises(TypeError, match="`extra` must be an iterable of paths"):
+        source_fingerprint(str(tmp_path))

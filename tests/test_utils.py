@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stiffkit._utils import (
     as_per_sample,
@@ -190,9 +192,62 @@ def test_secant_ratio_is_the_per_sample_quotient_and_never_nan():
     assert given.tolist() == [10.0, 0.0]  # the caller's ‖df‖ is used as is
 
 
+@given(
+    shape=st.sampled_from([(2,), (3,), (2, 2), (2, 3), (1, 2, 2)]),
+    batch=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    eps=st.sampled_from([0.0, 1e-8, 1e-3, 0.5]),
+    scale=st.floats(1e-3, 1e3),
+)
+def test_secant_ratio_on_a_linear_map_is_the_eigenbasis_quotient(shape, batch, seed, eps, scale):
+    """For Δf = J Δx, J = Q diag(λ) Qᵀ on the flattened state: ‖Δf‖ = √(Σ λ_k² c_k²) with
+    c = QᵀΔx, so the ratio is that over ‖Δx‖ + eps, between min |λ| and max |λ| when eps = 0."""
+    rng = np.random.default_rng(seed)
+    n = math.prod(shape)
+    lam = rng.uniform(-50.0, 50.0, n)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    dx = scale * rng.standard_normal((batch, n))
+    df = dx @ (q * lam) @ q.T  # J symmetric: row form dx Jᵀ = dx J
+    c = dx @ q
+    want = np.sqrt((lam**2 * c**2).sum(1)) / (np.sqrt((c**2).sum(1)) + eps)
+    out = secant_ratio(torch.tensor(df).reshape(batch, *shape),
+                       torch.tensor(dx).reshape(batch, *shape), eps)
+    assert out.shape == (batch,)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-12)
+    if eps == 0.0:
+        mod = np.abs(lam)
+        assert np.all(out.numpy() >= mod.min() * (1 - 1e-12))
+        assert np.all(out.numpy() <= mod.max() * (1 + 1e-12))
+
+
 def test_progress_passes_through_when_disabled_and_yields_the_same_items_when_enabled():
     items = [1, 2, 3]
     assert progress(items, enabled=False, desc="x") is items
     bar = progress(iter(items), enabled=True, desc="x", unit="run", total=3)
     assert bar is not items and list(bar) == items
     assert bar.total == 3 and bar.unit == "run"
+
+
+def test_check_callable_generator_and_float_dtype():
+    from stiffkit._utils import check_callable, check_float_dtype, check_generator
+
+    assert check_callable(len, "f") is len
+    with pytest.raises(TypeError, match=r"^`f` must be callable, got int\.$"):
+        check_callable(3, "f")
+    gen = torch.Generator()
+    assert check_generator(gen) is gen and check_generator(None) is None
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator or None, got int"):
+        check_generator(3)
+    assert check_float_dtype(torch.float32) is torch.float32
+    for bad in (torch.int64, torch.complex64, "float64", None):
+        with pytest.raises(TypeError, match="`dtype` must be a floating torch.dtype"):
+            check_float_dtype(bad)
+
+
+@pytest.mark.parametrize("value", ["0.1", None, 0.1 + 1j, torch.tensor(1j), [0.1, "a"],
+                                   torch.tensor([True])])
+def test_as_per_sample_names_non_real_values_even_unchecked(value):
+    """Issue 12: torch's "new(): invalid data type 'str'" / a silent complex cast before."""
+    for check in (True, False):
+        with pytest.raises(TypeError, match="`h` must be"):
+            as_per_sample(value, "h", batch=1, dtype=F64, check=check)

@@ -18,20 +18,28 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from stiffkit._utils import flat_norm, secant_ratio
+from stiffkit._utils import (
+    check_batch,
+    check_finite,
+    check_real,
+    check_tensor,
+    flat_norm,
+    secant_ratio,
+)
 from stiffkit.estimators.pair import stage_pair
 from stiffkit.integrate.rule import DOPRI5_THRESHOLD, DOPRI8_THRESHOLD
 from stiffkit.tableaux import ButcherTableau, get_tableau
 from stiffkit.tableaux.stability import real_stability_interval
 
-__all__ = ["SUPPORTED_METHODS", "MethodSpec", "Record", "Tracker", "check_method"]
+__all__ = ["SUPPORTED_METHODS", "MethodSpec", "Record", "Tracker", "check_method",
+           "check_odeint_inputs", "checked_odeint"]
 
 #: torchdiffeq methods the monitor supports (adaptive, with a same-abscissa stage pair).
 SUPPORTED_METHODS = ("dopri5", "dopri8")
@@ -266,3 +274,41 @@ class Tracker:
         self.record.nfe += self.attempt_evals
         stages, self.attempt = self.attempt, []
         return stages
+
+
+def check_odeint_inputs(y0: Any, t: Any, rtol: Any, atol: Any, options: Any,
+                         batched: bool) -> None:
+    """Raise naming the argument for what ``torchdiffeq.odeint`` would reject by assertion (or
+    accept silently, as ``rtol < 0``): `y0` and `t` floating, finite tensors (a non-empty
+    batch, a 1-D strictly monotone `t`), tolerances ``>= 0`` and not both 0, `options` a
+    mapping or None."""
+    check_tensor(y0, "y0", min_ndim=1 if batched else 0)
+    if batched:
+        check_batch(y0, "y0")
+    check_finite(y0, "y0")
+    check_tensor(t, "t")
+    if t.ndim != 1:
+        raise ValueError(f"`t` must be 1-D, got shape {tuple(t.shape)}.")
+    check_finite(t, "t")
+    d = t[1:] - t[:-1]
+    if d.numel() and not (bool((d > 0).all()) or bool((d < 0).all())):
+        raise ValueError("`t` must be strictly monotone (increasing or decreasing).")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        check_real(tol, name, lo=0)
+    if rtol == 0 and atol == 0:
+        raise ValueError("`rtol` and `atol` must not both be 0.")
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"`options` must be a mapping or None, got {type(options).__name__}.")
+
+
+def checked_odeint(func: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t: Tensor,
+                   **kwargs: Any) -> Tensor:
+    """Return ``torchdiffeq.odeint(func, y0, t, **kwargs)``, a failed solve (which torchdiffeq
+    reports by ``AssertionError``) raised as ``RuntimeError`` saying what it means."""
+    import torchdiffeq
+
+    try:
+        return torchdiffeq.odeint(func, y0, t, **kwargs)
+    except AssertionError as err:
+        raise RuntimeError(f"torchdiffeq.odeint failed ({err}): the drift returned NaN or Inf, "
+                           "or the step size underflowed.") from err

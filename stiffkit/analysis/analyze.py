@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stiffkit._utils import flat_norm
+from stiffkit._utils import check_generator, check_int, check_real, flat_norm
 from stiffkit._utils import progress as progress_bar
 from stiffkit.analysis.columns import COLUMNS, conform
 from stiffkit.estimators.eigen import dominant_eig
-from stiffkit.estimators.lte import alignment, reference_step
+from stiffkit.estimators.lte import alignment, check_reference_method, reference_step
 from stiffkit.estimators.pair import pair_stiffness
 from stiffkit.integrate.trajectory import Trajectory
 
@@ -39,6 +39,40 @@ def _stability_boundaries(trajectory: Trajectory) -> np.ndarray | None:
             )
         return None
     return bounds.numpy()
+
+
+def _indices(values, name: str, minimum: int = 0) -> list[int]:
+    """`values` as a list of ints ``>= minimum``, raising naming `name` otherwise."""
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        raise TypeError(f"`{name}` must be an iterable of indices, got {values!r}.")
+    return [check_int(v, name, minimum) for v in values]
+
+
+def _sample_ids(samples, batch: int) -> np.ndarray:
+    """The sample indices a `samples` argument selects (a slice, an int, indices or a mask;
+    negative indices count from the end, as in numpy)."""
+    if isinstance(samples, slice):
+        ids = np.arange(batch)[samples]
+    elif isinstance(samples, int | np.integer) and not isinstance(samples, bool):
+        ids = np.array(_indices([samples], "samples", -batch))
+    else:
+        if isinstance(samples, str) or not hasattr(samples, "__iter__"):
+            raise TypeError(f"`samples` must be a slice, an index, indices or a boolean mask, "
+                            f"got {samples!r}.")
+        items = list(samples.tolist() if isinstance(samples, np.ndarray | torch.Tensor)
+                     else samples)
+        if items and all(isinstance(v, bool | np.bool_) for v in items):
+            if len(items) != batch:
+                raise ValueError(f"`samples` as a mask must have {batch} entries, got "
+                                 f"{len(items)}.")
+            ids = np.flatnonzero(items)
+        else:
+            ids = np.array(_indices(items, "samples", -batch), dtype=np.int64)
+    if ids.size == 0:
+        raise ValueError("`samples` selects no sample.")
+    if ids.max() >= batch:
+        raise ValueError(f"`samples` must lie in [{-batch}, {batch}), got {int(ids.max())}.")
+    return np.where(ids < 0, ids + batch, ids)
 
 
 def analyze(
@@ -104,9 +138,15 @@ def analyze(
 
     Raises
     ------
+    TypeError
+        If `trajectory` is not a :class:`Trajectory`, `steps` / `samples` not indices, or
+        `generator` not a ``torch.Generator``.
     ValueError
         If the trajectory has pair data but no stability boundary (neither a tableau nor
-        ``stability_boundaries``): the indicator would be a silent NaN.
+        ``stability_boundaries``): the indicator would be a silent NaN; or naming the
+        argument, for an unknown `reference` or `lte_method`, indices out of range (negative
+        ones included), an empty `samples` selection, a `stiff_threshold` that is not a
+        positive number.
     """
     if not isinstance(trajectory, Trajectory):
         raise TypeError(
@@ -123,16 +163,19 @@ def analyze(
     if lte and f is None:
         raise ValueError("`lte=True` needs the drift: the trajectory has no `f`.")
 
+    check_reference_method(lte_method, "lte_method")
+    check_real(stiff_threshold, "stiff_threshold", lo=0, lo_open=True)
+    check_generator(generator)
+
     N, B = trajectory.num_steps, trajectory.batch_size
     dim = int(np.prod(trajectory.states.shape[2:])) if trajectory.states.ndim > 2 else 1
     method = reference
     if reference == "auto":
         method = "dense" if dim <= DENSE_MAX_DIM else "power"
-    step_ids = list(range(N)) if steps is None else [int(s) for s in steps]
+    step_ids = list(range(N)) if steps is None else _indices(steps, "steps")
     if any(s < 0 or s >= N for s in step_ids):
         raise ValueError(f"`steps` must lie in [0, {N}).")
-    sample_ids = np.arange(B)[samples] if samples is not None else np.arange(B)
-    sample_ids = np.atleast_1d(sample_ids)
+    sample_ids = np.arange(B) if samples is None else _sample_ids(samples, B)
     sel = torch.as_tensor(sample_ids, dtype=torch.long)
 
     bounds = _stability_boundaries(trajectory)

@@ -56,6 +56,8 @@ from stiffkit.analysis._torchdiffeq import (
     Record,
     Tracker,
     check_method,
+    check_odeint_inputs,
+    checked_odeint,
 )
 from stiffkit.analysis.columns import conform
 from stiffkit.integrate.rule import (
@@ -381,9 +383,16 @@ def odeint_monitored(
         options=options)`` returns (same defaults).
     monitor : StiffnessMonitor
         The record of the solve.
-    """
-    import torchdiffeq
 
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument (``_torchdiffeq.check_odeint_inputs``, and the monitor's checks).
+    RuntimeError
+        If torchdiffeq's solve fails (step-size underflow: a NaN / Inf drift).
+    """
     monitor = StiffnessMonitor(f, method=method, rule=rule, keep=keep, batched=batched)
-    ys = torchdiffeq.odeint(monitor, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    check_odeint_inputs(y0, t, rtol, atol, options, batched)
+    ys = checked_odeint(monitor, y0, t, method=method, rtol=rtol, atol=atol, options=options)
     return ys, monitor
+

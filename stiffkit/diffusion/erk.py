@@ -14,7 +14,7 @@ the step ``x_next`` of size ``h`` is corrected along ``v̂``::
     z = (w_stiff · h · ρ̂)²,   β = 1[ρ̂ > w_con],   x_next ← x_next + sign · h β z ⟨v̂, f⟩ v̂,
 
 with ``f`` the drift at the step's start and ``sign = −1`` (every solver; the reference code
-uses ``+1`` for DEIS, measured far worse: figures/deis_sign.md). On a linear drift with Heun,
+uses ``+1`` for DEIS, far worse on the tree: figures/deis_sign.md). On a linear drift with Heun,
 ``w_stiff = 1/√6`` cancels the leading local truncation error along ``v̂``
 (:data:`W_STIFF_THEORY`).
 
@@ -33,9 +33,13 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import (
+    as_per_sample,
     broadcast_per_sample,
+    check_batch,
     check_finite,
     check_positive,
+    check_real,
+    check_tensor,
     flat_dot,
     flat_norm,
     secant_ratio,
@@ -75,7 +79,7 @@ def check_correction_sign(sign: float | None) -> float | None:
     The one check of a correction sign: :class:`ErkGuid`'s override and a solver's default
     (:class:`stiffkit.diffusion.samplers.Solver`).
     """
-    if sign is not None and sign not in (-1, 1):
+    if sign is not None and (isinstance(sign, bool) or sign not in (-1, 1)):
         raise ValueError(f"`correction_sign` must be -1, +1 or None, got {sign!r}.")
     return sign
 
@@ -126,11 +130,12 @@ class ErkGuid:
     oracle: OracleSpec = None
 
     def __post_init__(self) -> None:
-        check_finite(float(self.w_stiff), "w_stiff")
-        check_finite(float(self.w_con), "w_con")
+        check_real(self.w_stiff, "w_stiff")
+        check_real(self.w_con, "w_con")
         if self.w_stiff < 0:
             raise ValueError(f"`w_stiff` must be non-negative, got {self.w_stiff}.")
         if self.eps is not None:
+            check_real(self.eps, "eps")
             check_positive(float(self.eps), "eps")
         check_correction_sign(self.correction_sign)
         oracle = self.oracle
@@ -235,11 +240,51 @@ def erk_guid_correction(
     -------
     ErkCorrection
         ``delta [batch, *dims]`` and the per-sample ``rho``, ``beta``, ``delta_norm``.
+
+    Raises
+    ------
+    TypeError
+        If `f`, `dx`, `df`, `rho`, `v` or `scale` is not a floating tensor, or `h` not numeric.
+    ValueError
+        Naming the argument: an empty batch, NaN / Inf in a tensor, shapes that differ from
+        `f`'s (``[batch]`` for `rho` and `scale`), a step that is not positive and finite, a
+        negative or non-finite `w_stiff`, a non-finite `w_con`, a `sign` other than ±1, a
+        negative `eps`, neither the pair nor the oracle's `rho` and `v`.
     """
     if (rho is None or v is None) and (dx is None or df is None):
         raise ValueError("Give the pair differences `dx` and `df`, or both `rho` and `v`.")
-    if not float(h) > 0:
-        raise ValueError(f"`h` must be a positive step size, got {float(h)!r}.")
+    check_batch(f, "f")
+    batch = f.shape[0]
+    h_val = as_per_sample(h, "h", batch=batch, dtype=f.dtype, device=f.device, check=False)
+    if h_val.ndim > 1 or (h_val.ndim == 1 and h_val.shape[0] != batch):
+        raise ValueError(f"`h` must be a scalar or have shape [batch] = [{batch}], got "
+                         f"{tuple(h_val.shape)}.")
+    if not bool(((h_val > 0) & torch.isfinite(h_val)).all()):
+        raise ValueError(f"`h` must be a positive step size, got {h!r}.")
+    check_real(w_stiff, "w_stiff", lo=0)
+    check_real(w_con, "w_con")
+    if isinstance(sign, bool) or sign not in (-1, 1):
+        raise ValueError(f"`sign` must be -1 or +1, got {sign!r}.")
+    if eps is not None:
+        check_real(eps, "eps", lo=0)
+    for name, value, shape in (("dx", dx, f.shape), ("df", df, f.shape), ("v", v, f.shape),
+                               ("rho", rho, f.shape[:1]), ("scale", scale, f.shape[:1])):
+        if value is not None:
+            check_tensor(value, name)
+            if value.shape != shape:
+                raise ValueError(f"`{name}` must have shape {tuple(shape)}, got "
+                                 f"{tuple(value.shape)}.")
+            check_finite(value, name)
+    check_finite(f, "f")
+    return _correction(f, h, w_stiff=w_stiff, w_con=w_con, dx=dx, df=df, rho=rho, v=v,
+                       sign=sign, eps=eps, scale=scale)
+
+
+def _correction(f: Tensor, h: float | Tensor, *, w_stiff: float, w_con: float,
+                dx: Tensor | None = None, df: Tensor | None = None, rho: Tensor | None = None,
+                v: Tensor | None = None, sign: float, eps: float | None,
+                scale: Tensor | None = None) -> ErkCorrection:
+    """:func:`erk_guid_correction` on checked arguments (the samplers' per-step path)."""
     norm_df = flat_norm(df) if df is not None else None
     if rho is None:
         rho = secant_ratio(df, dx, eps, norm_df=norm_df, scale=scale)

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_int, check_real
+from stiffkit._utils import check_float_dtype, check_int, check_real
 
 __all__ = [
     "SEED_STRIDE",
+    "MAX_SEED",
+    "MAX_RUN_SEED",
     "as_seeds",
     "run_seeds",
     "torch_generator",
@@ -37,6 +39,10 @@ __all__ = [
 #: (:func:`run_seeds`), so runs of different base seeds never share a sample as long as each
 #: has at most ``SEED_STRIDE`` samples.
 SEED_STRIDE = 10**7
+#: The largest per-sample seed (``torch.Generator.manual_seed`` takes a signed 64-bit int).
+MAX_SEED = 2**63 - 1
+#: The largest base seed of :func:`run_seeds` (its last sample's seed stays within MAX_SEED).
+MAX_RUN_SEED = MAX_SEED // SEED_STRIDE - 1
 
 
 def as_seeds(seeds: int | Sequence[int] | Tensor) -> list[int]:
@@ -45,9 +51,10 @@ def as_seeds(seeds: int | Sequence[int] | Tensor) -> list[int]:
     Raises
     ------
     TypeError
-        For a bool.
+        For a bool, a non-integer seed or something that is not a sequence.
     ValueError
-        For a negative count, negative seeds, or a non-1-D sequence.
+        For a negative count, negative seeds, seeds above :data:`MAX_SEED`, or a non-1-D
+        sequence.
     """
     if isinstance(seeds, bool | np.bool_):
         raise TypeError("`seeds` must be an int or a sequence of ints, got bool.")
@@ -59,9 +66,19 @@ def as_seeds(seeds: int | Sequence[int] | Tensor) -> list[int]:
         if seeds.ndim != 1 or seeds.is_floating_point() or seeds.is_complex():
             raise ValueError("`seeds` must be a 1-D integer tensor.")
         seeds = seeds.tolist()
+    if isinstance(seeds, str | bytes) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"`seeds` must be an int or a sequence of ints, got {seeds!r}.")
+    seeds = list(seeds)
+    bad = [s for s in seeds
+           if isinstance(s, bool | np.bool_) or not isinstance(s, int | np.integer)]
+    if bad:
+        raise TypeError(f"`seeds` must hold integers, got {bad[0]!r}.")
     out = [int(s) for s in seeds]
     if any(s < 0 for s in out):
         raise ValueError("`seeds` must be non-negative.")
+    if any(s > MAX_SEED for s in out):
+        raise ValueError(f"`seeds` must be at most MAX_SEED = 2**63 - 1 (torch's seed range), "
+                         f"got {max(out)}.")
     return out
 
 
@@ -76,10 +93,13 @@ def run_seeds(seed: int, n: int) -> list[int]:
     Raises
     ------
     ValueError
-        For a negative `seed` or `n`, or ``n > SEED_STRIDE``.
+        For a negative `seed` or `n`, ``seed > MAX_RUN_SEED`` or ``n > SEED_STRIDE``.
     """
     seed = check_int(seed, "seed", 0)
     n = check_int(n, "n", 0)
+    if seed > MAX_RUN_SEED:
+        raise ValueError(f"`seed` must be at most MAX_RUN_SEED = {MAX_RUN_SEED} (its samples' "
+                         f"seeds seed · {SEED_STRIDE} + k must fit torch's 64 bits), got {seed}.")
     if n > SEED_STRIDE:
         raise ValueError(f"`n` must be at most SEED_STRIDE = {SEED_STRIDE} (else the samples "
                          f"of base seeds {seed} and {seed + 1} overlap), got {n}.")
@@ -135,9 +155,18 @@ def randn_per_sample(
 
     Drawn in float64 on the CPU and then cast, so the values do not depend on `dtype`'s
     sampling path or on the device.
+
+    Raises
+    ------
+    TypeError
+        For bad `seeds` (:func:`as_seeds`), `dims` that is not a sequence of non-negative
+        integers, or a `dtype` that is not floating.
     """
     seeds = as_seeds(seeds)
-    dims = tuple(int(d) for d in dims)
+    check_float_dtype(dtype)
+    if isinstance(dims, str | bytes) or not hasattr(dims, "__iter__"):
+        raise TypeError(f"`dims` must be a sequence of non-negative integers, got {dims!r}.")
+    dims = tuple(check_int(d, "dims", 0) for d in dims)
     out = torch.empty(len(seeds), *dims, dtype=torch.float64)
     for i, gen in enumerate(_per_seed(seeds)):
         out[i] = torch.randn(dims, dtype=torch.float64, generator=gen)
@@ -152,9 +181,19 @@ def initial_noise(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """Return ``σ_max · N(0, I)`` start states ``[len(seeds), *dims]`` with per-sample seeds."""
+    """Return ``σ_max · N(0, I)`` start states ``[len(seeds), *dims]`` with per-sample seeds.
+
+    Raises
+    ------
+    ValueError
+        For a `sigma_max` that is not a positive number, or so large that the noise
+        overflows `dtype`; and as :func:`randn_per_sample`.
+    """
     check_real(sigma_max, "sigma_max", lo=0, lo_open=True)
-    return randn_per_sample(seeds, dims, dtype=dtype, device=device) * sigma_max
+    out = randn_per_sample(seeds, dims, dtype=dtype, device=device) * sigma_max
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"`sigma_max` = {sigma_max:g} overflows {dtype}: the noise is Inf.")
+    return out
 
 
 def mixture_samples(
@@ -172,6 +211,9 @@ def mixture_samples(
     autoguidance toy does) removes the mismatch between ``N(0, σ_max² I)`` and the true
     marginal from the comparison.
     """
+    if not callable(getattr(mixture, "sample_from_noise", None)):
+        raise TypeError(f"`mixture` must be a GaussianMixture (with `sample_from_noise`), got "
+                        f"{type(mixture).__name__}.")
     seeds = as_seeds(seeds)
     u = torch.empty(len(seeds), dtype=torch.float64)
     eps = torch.empty(len(seeds), mixture.dim, dtype=torch.float64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stiffkit._utils import as_per_sample, check_int, check_real
+from stiffkit._utils import as_per_sample, check_float_dtype, check_int, check_real
 
 __all__ = [
     "edm_sigmas",
@@ -20,6 +20,7 @@ __all__ = [
     "SIGMA_MIN",
     "SIGMA_MAX",
     "TOY_SIGMA_MAX",
+    "MAX_GRID_STEPS",
     "RHO",
 ]
 
@@ -32,6 +33,9 @@ SIGMA_MAX = 80.0
 RHO = 7.0
 #: σ_max of the 2-D toy (the autoguidance paper's tree).
 TOY_SIGMA_MAX = 5.0
+#: Most levels :func:`edm_sigmas` builds: no sampler or reference solve needs more, and a
+#: larger grid would not be solved (one denoiser call per level at least).
+MAX_GRID_STEPS = 10**7
 
 
 def edm_sigmas(
@@ -52,7 +56,8 @@ def edm_sigmas(
     Parameters
     ----------
     num_steps : int
-        ``N``, the number of positive noise levels (≥ 1; ``N = 1`` gives ``[σ_max, 0]``).
+        ``N``, the number of positive noise levels (1 … :data:`MAX_GRID_STEPS`; ``N = 1``
+        gives ``[σ_max, 0]``).
     sigma_min, sigma_max : float
         ``0 < σ_min < σ_max`` (``σ_min = σ_max`` is allowed only for ``N = 1``).
     rho : float
@@ -61,8 +66,20 @@ def edm_sigmas(
     Returns
     -------
     Tensor, shape [N + 1]
+
+    Raises
+    ------
+    TypeError
+        If `dtype` is not a floating torch dtype.
+    ValueError
+        Naming the argument for bad values, or if the grid is not strictly decreasing once
+        rounded to `dtype` (levels too close together for it).
     """
     num_steps = check_int(num_steps, "num_steps")
+    if num_steps > MAX_GRID_STEPS:
+        raise ValueError(f"`num_steps` must be at most MAX_GRID_STEPS = {MAX_GRID_STEPS:.0e} (one "
+                         f"denoiser call per level), got {num_steps}.")
+    check_float_dtype(dtype)
     for name, val in (("sigma_min", sigma_min), ("sigma_max", sigma_max), ("rho", rho)):
         check_real(val, name, lo=0, lo_open=True)
     if num_steps > 1 and not sigma_min < sigma_max:
@@ -74,7 +91,12 @@ def edm_sigmas(
     lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
     sigmas = (hi + frac * (lo - hi)) ** rho
     sigmas = torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
-    return sigmas.to(device=device, dtype=dtype)
+    out = sigmas.to(dtype=dtype)
+    if not bool((out[1:] < out[:-1]).all()):
+        raise ValueError(f"The grid of {num_steps} levels from `sigma_max` = {sigma_max:g} to "
+                         f"`sigma_min` = {sigma_min:g} is not strictly decreasing in {dtype}: "
+                         "the levels are too close together for it.")
+    return out.to(device=device)
 
 
 def check_sigmas(sigmas, *, name: str = "sigmas") -> Tensor:
@@ -85,11 +107,19 @@ def check_sigmas(sigmas, *, name: str = "sigmas") -> Tensor:
 
     Raises
     ------
+    TypeError
+        If `sigmas` is not numeric (or complex).
     ValueError
         Naming the problem: wrong shape, fewer than 2 levels, NaN/Inf, not strictly
         decreasing, non-positive levels before the last.
     """
-    s = torch.as_tensor(sigmas, dtype=torch.float64)
+    if isinstance(sigmas, Tensor) and (sigmas.is_complex() or sigmas.dtype == torch.bool):
+        raise TypeError(f"`{name}` must be real, got a {sigmas.dtype} tensor.")
+    try:
+        s = torch.as_tensor(sigmas, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"`{name}` must be a 1-D sequence or tensor of noise levels, got "
+                        f"{sigmas!r}.") from err
     if s.ndim != 1 or s.shape[0] < 2:
         raise ValueError(
             f"`{name}` must be a 1-D grid with at least 2 levels, got shape {tuple(s.shape)}."

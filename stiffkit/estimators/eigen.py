@@ -27,7 +27,10 @@ from torch import Tensor
 
 from stiffkit._utils import (
     broadcast_per_sample,
+    check_batch,
+    check_callable,
     check_finite,
+    check_generator,
     check_int,
     check_output,
     check_real,
@@ -36,7 +39,13 @@ from stiffkit._utils import (
     flat_dot,
     flat_norm,
 )
-from stiffkit.estimators.jvp import DEFAULT_SEED, JVPOperator, jacobian_dense, jvp_operator
+from stiffkit.estimators.jvp import (
+    DEFAULT_SEED,
+    JVPOperator,
+    check_jvp_method,
+    jacobian_dense,
+    jvp_operator,
+)
 from stiffkit.estimators.spectrum import maybe_real, modulus_order, sorted_eig
 
 __all__ = ["EigResult", "arpack_eig", "dominant_eig", "eig_dense", "power_iteration"]
@@ -162,10 +171,12 @@ def power_iteration(
         ``k = 1``; ``num_products`` is the number of iterations, the same for every sample
         (converged samples ride along in the batched product).
     """
-    check_tensor(v0, "v0")
+    check_callable(matvec, "matvec")
+    check_batch(v0, "v0")
     check_finite(v0, "v0")
     max_iter = check_int(max_iter, "max_iter")
     check_real(tol, "tol", lo=0)
+    check_generator(generator)
     v = _random_fill(v0, generator)
     v = v / broadcast_per_sample(flat_norm(v), v)
     value = residual = v.new_zeros(v.shape[0])
@@ -231,9 +242,11 @@ def arpack_eig(
         ``values: [batch, k]``. A sample whose ARPACK run did not converge has
         ``converged=False`` and NaN in place of the missing pairs.
     """
-    check_tensor(x, "x")
+    check_batch(x, "x")
     check_finite(x, "x")
-    if which not in ARPACK_WHICH:
+    check_jvp_method(jvp_method)
+    check_generator(generator)
+    if not isinstance(which, str) or which not in ARPACK_WHICH:
         raise ValueError(f"`which` must be one of {ARPACK_WHICH}, got {which!r}.")
     batch, dims = x.shape[0], x.shape[1:]
     n = math.prod(dims)
@@ -313,6 +326,7 @@ def eig_dense(f: Drift, t: Any, x: Tensor, *, symmetric: bool = False) -> EigRes
         ``vectors[:, 1]`` second, ...), ``num_products = n`` for every sample.
     """
     jac = jacobian_dense(f, t, x)  # [batch, n, n]
+    check_finite(jac, "f: the Jacobian at x")
     batch, n = jac.shape[0], jac.shape[1]
     values, vecs = sorted_eig(jac, symmetric=symmetric)  # columns = eigenvectors
     residuals = torch.linalg.vector_norm(jac.to(vecs.dtype) @ vecs - vecs * values[:, None], dim=1)
@@ -347,9 +361,16 @@ def dominant_eig(
         ``k = 1``: ``value: [batch]`` (real unless some dominant eigenvalue is genuinely
         complex), ``vector: [batch, *dims]``, ``residual: [batch]``.
     """
-    check_tensor(x, "x")
-    if method not in DOMINANT_METHODS:
+    check_batch(x, "x")
+    if not isinstance(method, str) or method not in DOMINANT_METHODS:
         raise ValueError(f"`method` must be one of {DOMINANT_METHODS}, got {method!r}.")
+    # The settings of the other estimators are checked even where `method` ignores them.
+    check_jvp_method(jvp_method)
+    check_generator(generator)
+    if max_iter is not None:
+        check_int(max_iter, "max_iter")
+    if tol is not None:
+        check_real(tol, "tol", lo=0)
     if method == "power":
         op = jvp_operator(f, t, x, method=jvp_method)
         return power_iteration(op, torch.zeros_like(x) if v0 is None else _check_v0(v0, x),

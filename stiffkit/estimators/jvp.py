@@ -19,6 +19,7 @@ from torch import Tensor
 
 from stiffkit._utils import (
     broadcast_per_sample,
+    check_callable,
     check_finite,
     check_output,
     check_real,
@@ -28,12 +29,16 @@ from stiffkit._utils import (
     flat_norm,
 )
 
-__all__ = ["DEFAULT_SEED", "JVP_METHODS", "JVPOperator", "jacobian_dense", "jvp_operator"]
+__all__ = ["DEFAULT_SEED", "DENSE_MAX_ENTRIES", "JVP_METHODS", "JVPOperator", "check_jvp_method",
+           "jacobian_dense", "jvp_operator"]
 
 Drift = Callable[[Any, Tensor], Tensor]
 JVP_METHODS = ("auto", "forward", "vjp", "fd")
 #: Seed of the local generator used when ``generator=None`` (never the global RNG).
 DEFAULT_SEED = 0
+#: Most entries ``batch · n²`` :func:`jacobian_dense` builds (2³², 32 GiB in float64): beyond
+#: it the ``n`` products and the result cannot be afforded, and it raises instead of running.
+DENSE_MAX_ENTRIES = 2**32
 
 
 class JVPOperator:
@@ -133,6 +138,14 @@ def _adjoint_test(x: Tensor, y: Tensor, g: Tensor, u: Tensor) -> None:
                            "that is not differentiable, e.g. @once_differentiable); use 'fd'.")
 
 
+def check_jvp_method(method: Any, name: str = "jvp_method") -> str:
+    """Return `method`, raising ``ValueError`` (naming the argument `name`) unless it is one
+    of :data:`JVP_METHODS`."""
+    if not isinstance(method, str) or method not in JVP_METHODS:
+        raise ValueError(f"`{name}` must be one of {JVP_METHODS}, got {method!r}.")
+    return method
+
+
 def jvp_operator(
     f: Drift, t: Any, x: Tensor, *, method: str = "auto", fd_eps: float | None = None
 ) -> JVPOperator:
@@ -157,11 +170,18 @@ def jvp_operator(
     -------
     JVPOperator
         Callable ``op(v: [batch, *dims]) -> J v: [batch, *dims]``.
+
+    Raises
+    ------
+    TypeError
+        If `f` is not callable or `x` not a floating tensor.
+    ValueError
+        For a non-finite `x`, an unknown `method` or a non-positive `fd_eps`.
     """
+    check_callable(f, "f")
     check_tensor(x, "x")
     check_finite(x, "x")
-    if method not in JVP_METHODS:
-        raise ValueError(f"`method` must be one of {JVP_METHODS}, got {method!r}.")
+    check_jvp_method(method, "method")
     if fd_eps is not None:
         check_real(fd_eps, "fd_eps", lo=0, lo_open=True)
     return JVPOperator(f, t, x, method, fd_eps)
@@ -188,10 +208,22 @@ def jacobian_dense(f: Drift, t: Any, x: Tensor, *, jvp_method: str = "auto") -> 
     -------
     Tensor ``[batch, n, n]``
         ``jac[i, r, c] = ∂f_r/∂x_c`` of sample ``i`` (rows: outputs, columns: inputs).
+
+    Raises
+    ------
+    ValueError
+        For a non-finite `x`, an unknown `jvp_method`, or a Jacobian of more than
+        :data:`DENSE_MAX_ENTRIES` entries.
     """
     check_tensor(x, "x")
     check_finite(x, "x")
+    check_jvp_method(jvp_method)
     batch, n = x.shape[0], int(math.prod(x.shape[1:]))
+    if batch * n * n > DENSE_MAX_ENTRIES:
+        raise ValueError(
+            f"`x` of shape {tuple(x.shape)} has n = {n} dimensions: its dense Jacobian would hold "
+            f"{batch} × {n}² entries (more than {DENSE_MAX_ENTRIES:.0e}) from {n} products per "
+            "sample; use a matrix-free estimate (dominant_eig method='power' or 'arpack').")
     op = jvp_operator(f, t, x, method=jvp_method)
     cols = []
     for j in range(n):

@@ -16,15 +16,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_tensor, flat_cosine, flat_dot
+from stiffkit._utils import (
+    check_batch,
+    check_callable,
+    check_finite,
+    check_int,
+    check_output,
+    check_real,
+    check_tensor,
+    flat_cosine,
+    flat_dot,
+)
 from stiffkit.integrate.reference import dopri5_within
 from stiffkit.integrate.rk import RKStep, rk_step, solve_fixed
 
 __all__ = [
     "LTE",
     "REFERENCE_ATOL",
+    "REFERENCE_METHODS",
     "REFERENCE_RTOL",
     "alignment",
+    "check_reference_method",
     "eigen_coefficients",
     "local_truncation_error",
     "reference_step",
@@ -82,17 +94,32 @@ def reference_step(
         exact flow ``expm(h·matrix)`` of an autonomous linear drift ``f = matrix·x``.
     matrix : array, [n, n], optional
         The linear drift's matrix (``method="exact"``; n = prod(dims)).
+
+    Raises
+    ------
+    TypeError
+        If `f` is not callable or `x` not a floating tensor.
+    ValueError
+        Naming the argument: an empty batch, non-finite `x`, a `t` or `h` that is not a
+        finite real scalar, ``h = 0``, an unknown `method`, a missing or malformed `matrix`,
+        non-positive tolerances, a `substeps` that is not a positive integer.
     """
-    check_tensor(x, "x")
+    check_callable(f, "f")
+    check_batch(x, "x")
     check_finite(x, "x")
-    t0, hh = float(t), float(h)
-    if hh == 0 or not np.isfinite(hh):
+    check_reference_method(method, "method")
+    t0 = check_real(t, "t")
+    if not _is_scalar(h):
+        raise ValueError(f"`h` must be one step for the whole batch (a scalar), got shape "
+                         f"{tuple(h.shape)}.")
+    hh = check_real(h, "h")
+    if hh == 0:
         raise ValueError("`h` must be nonzero and finite.")
     x64 = x.detach().to(torch.float64)
     if method == "exact":
         if matrix is None:
             raise ValueError("`matrix` is required with method='exact'.")
-        M = torch.as_tensor(np.array(matrix, dtype=np.float64))
+        M = _real_matrix(matrix)
         flat = x64.reshape(x.shape[0], -1)
         if M.shape != (flat.shape[1], flat.shape[1]):
             raise ValueError(
@@ -102,16 +129,47 @@ def reference_step(
         return out.reshape(x.shape).to(x.dtype)
 
     def f64(tt, y):
-        return f(tt, y.to(x.dtype)).to(torch.float64)
+        y = y.to(x.dtype)
+        return check_output(f(tt, y), y).to(torch.float64)
 
     if method == "dopri5":
+        for name, tol in (("rtol", rtol), ("atol", atol)):
+            check_real(tol, name, lo=0, lo_open=True)
         out = dopri5_within(f64, x64, t0, t0 + hh, rtol=rtol, atol=atol)
-    elif method == "rk4":
+    else:
+        substeps = check_int(substeps, "substeps")
         grid = torch.linspace(t0, t0 + hh, substeps + 1, dtype=torch.float64)
         out = solve_fixed(f64, x64, grid, "rk4").states[-1]
-    else:
-        raise ValueError(f"`method` must be 'dopri5', 'rk4' or 'exact', got {method!r}.")
     return out.to(x.dtype)
+
+
+#: The references of :func:`reference_step`.
+REFERENCE_METHODS = ("dopri5", "rk4", "exact")
+
+
+def check_reference_method(method, name: str = "reference") -> str:
+    """Return `method`, raising ``ValueError`` (naming the argument `name`) unless it is one of
+    :data:`REFERENCE_METHODS`."""
+    if not isinstance(method, str) or method not in REFERENCE_METHODS:
+        raise ValueError(f"`{name}` must be 'dopri5', 'rk4' or 'exact', got {method!r}.")
+    return method
+
+
+def _is_scalar(v) -> bool:
+    return not isinstance(v, Tensor | np.ndarray) or v.ndim == 0
+
+
+def _real_matrix(matrix) -> Tensor:
+    """`matrix` as a float64 tensor, raising unless it is a finite real array."""
+    try:
+        M = np.asarray(matrix.detach().cpu() if isinstance(matrix, Tensor) else matrix)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"`matrix` must be a real array, got {type(matrix).__name__}.") from err
+    if M.dtype.kind not in "iuf":
+        raise ValueError(f"`matrix` must be a real array, got dtype {M.dtype}.")
+    M = torch.as_tensor(M.astype(np.float64))
+    check_finite(M, "matrix")
+    return M
 
 
 def local_truncation_error(
@@ -129,6 +187,7 @@ def local_truncation_error(
 
     See :func:`reference_step` for `reference` (``"dopri5"``, ``"rk4"``, ``"exact"``).
     """
+    check_reference_method(reference, "reference")
     step = rk_step(f, t, x, h, tableau)
     x_ref = reference_step(f, t, x, h, method=reference, matrix=matrix, **reference_kwargs)
     return LTE(x_ref - step.x, x_ref, step)
@@ -144,6 +203,9 @@ def eigen_coefficients(v: Tensor, eigenvectors: Tensor) -> Tensor:
         Real, unit-norm eigenvectors (e.g. ``eig_dense(...).vectors``).
     """
     check_tensor(v, "v")
+    if isinstance(eigenvectors, Tensor) and eigenvectors.is_complex():
+        raise ValueError("`eigenvectors` must be real (project on real eigenvectors only).")
+    check_tensor(eigenvectors, "eigenvectors", min_ndim=v.ndim)
     if eigenvectors.ndim == v.ndim:  # shared by the batch
         eigenvectors = eigenvectors.expand(v.shape[0], *eigenvectors.shape)
     if eigenvectors.shape[0] != v.shape[0] or eigenvectors.shape[2:] != v.shape[1:]:
@@ -160,14 +222,31 @@ def eigen_coefficients(v: Tensor, eigenvectors: Tensor) -> Tensor:
 def alignment(v1: Tensor, **vectors: Tensor) -> dict[str, Tensor]:
     """Return ``|cos(vector, v₁)|`` per sample for each named vector (0 for zero vectors).
 
-    The sign of an eigenvector is arbitrary, hence the absolute value.
+    The sign of an eigenvector is arbitrary, hence the absolute value. A sample where the
+    vector or ``v₁`` holds NaN or Inf has no alignment: NaN (never a silent 0).
     Example: ``alignment(v1, lte=lte, dx=dx, df=df)``.
+
+    Raises
+    ------
+    TypeError
+        If `v1` or a vector is not a real floating tensor.
+    ValueError
+        If a vector's shape differs from `v1`'s.
     """
+    check_tensor(v1, "v1")
+    v1_ok = _finite_rows(v1)
     out = {}
     for name, vec in vectors.items():
+        check_tensor(vec, name)
         if vec.shape != v1.shape:
             raise ValueError(
                 f"`{name}` must have the shape of `v1` {tuple(v1.shape)}, got {tuple(vec.shape)}."
             )
-        out[name] = flat_cosine(vec, v1.to(vec.dtype)).abs()
+        cos = flat_cosine(vec, v1.to(vec.dtype)).abs()
+        out[name] = torch.where(v1_ok & _finite_rows(vec), cos, torch.full_like(cos, torch.nan))
     return out
+
+
+def _finite_rows(v: Tensor) -> Tensor:
+    """Whether each sample of ``v: [batch, *dims]`` is finite, ``[batch]``."""
+    return torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)

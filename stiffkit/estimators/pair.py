@@ -17,14 +17,20 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import (
+    as_per_sample,
     broadcast_per_sample,
+    check_batch,
+    check_callable,
     check_finite,
+    check_output,
+    check_real,
     check_same_shape,
     check_tensor,
     flat_norm,
     resolution_floor,
     secant_ratio,
 )
+from stiffkit.integrate.rk import RKStep
 from stiffkit.tableaux import get_tableau, real_stability_interval
 
 __all__ = [
@@ -44,18 +50,20 @@ __all__ = [
 PAIR_EPS = 1e-8
 
 
-def _check_pair(x_a: Tensor, f_a: Tensor, x_b: Tensor, f_b: Tensor) -> None:
-    for name, v in (("x_a", x_a), ("f_a", f_a), ("x_b", x_b), ("f_b", f_b)):
-        check_tensor(v, name)
+def _check_pair(x_a: Tensor, f_a: Tensor, x_b: Tensor, f_b: Tensor,
+                names: tuple[str, str, str, str] = ("x_a", "f_a", "x_b", "f_b")) -> None:
+    for name, v in zip(names, (x_a, f_a, x_b, f_b)):
+        check_batch(v, name)
         check_finite(v, name)
-    check_same_shape(x_a, x_b, "x_a", "x_b")
-    check_same_shape(f_a, f_b, "f_a", "f_b")
-    check_same_shape(x_a, f_a, "x_a", "f_a")
+    x_a_, f_a_, x_b_, f_b_ = names
+    check_same_shape(x_a, x_b, x_a_, x_b_)
+    check_same_shape(f_a, f_b, f_a_, f_b_)
+    check_same_shape(x_a, f_a, x_a_, f_a_)
 
 
 def _check_eps(eps: float | None) -> None:
-    if eps is not None and not eps >= 0:
-        raise ValueError(f"`eps` must be None (scale-relative guard) or non-negative, got {eps!r}.")
+    if eps is not None:
+        check_real(eps, "eps", lo=0)
 
 
 def _scale(x_a: Tensor, x_b: Tensor) -> Tensor:
@@ -159,10 +167,17 @@ def hairer_stiffness(step, tableau, *, eps: float | None = None) -> Tensor:
             f"Tableau {tab.name!r} has no two stages at the same abscissa; "
             "use `embedded_stiffness` (one extra evaluation) instead."
         )
+    _check_step(step)
     if len(step.k) != tab.num_stages:
         raise ValueError(f"`step` has {len(step.k)} stages but `tableau` has {tab.num_stages}.")
     i, j = pair
     return pair_stiffness(step.g[j], step.k[j], step.g[i], step.k[i], eps=eps)
+
+
+def _check_step(step) -> None:
+    if not isinstance(step, RKStep):
+        raise TypeError(f"`step` must be an RKStep (stiffkit.rk_step's result), "
+                        f"got {type(step).__name__}.")
 
 
 def embedded_stiffness(f, step, *, f_new: Tensor | None = None,
@@ -174,16 +189,28 @@ def embedded_stiffness(f, step, *, f_new: Tensor | None = None,
     it as ``step.k[-1]``). Exact on linear problems: it is the Rayleigh-type quotient of
     Proposition 1 with ``Δx = x − x̂``. `eps` as :func:`pair_stiffness`.
     """
+    check_callable(f, "f")
+    _check_step(step)
     if step.x_hat is None:
         raise ValueError("`step` has no embedded solution (tableau without `b_hat`).")
+    _check_eps(eps)
     t_new = step.t + step.h
     if f_new is None:
-        f_new = f(t_new, step.x)
-    f_hat = f(t_new, step.x_hat)
-    return pair_stiffness(step.x, f_new, step.x_hat, f_hat, eps=eps)
+        f_new = check_output(f(t_new, step.x), step.x)
+    else:
+        check_tensor(f_new, "f_new")
+    f_hat = check_output(f(t_new, step.x_hat), step.x_hat)
+    _check_pair(step.x, f_new, step.x_hat, f_hat, names=("step.x", "f_new", "step.x_hat", "f"))
+    scale = _scale(step.x, step.x_hat) if eps is None else None
+    return secant_ratio(f_new - f_hat, step.x - step.x_hat, eps, scale=scale)
 
 
 def stiffness_indicator(h, rho: Tensor, tableau) -> Tensor:
-    """Return ``|h|·ρ̂ / real_stability_interval(tableau)``: ≳ 1 when stability limits h."""
+    """Return ``|h|·ρ̂ / real_stability_interval(tableau)``: ≳ 1 when stability limits h.
+
+    `rho` is ``[batch]`` (floating); `h` a finite scalar or ``[batch]``.
+    """
+    check_tensor(rho, "rho")
+    h_ = as_per_sample(h, "h", batch=rho.shape[0], dtype=rho.dtype, device=rho.device)
     boundary = real_stability_interval(tableau)
-    return torch.as_tensor(h, dtype=rho.dtype).abs() * rho / boundary
+    return h_.abs() * rho / boundary

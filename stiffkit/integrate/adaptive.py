@@ -25,7 +25,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_batch, check_finite, check_output, check_positive
+from stiffkit._utils import (
+    check_batch,
+    check_callable,
+    check_finite,
+    check_int,
+    check_output,
+    check_positive,
+    check_real,
+)
 from stiffkit.integrate.controller import ERR_PREV_FLOOR, StepController
 from stiffkit.integrate.rk import Drift, RKStep, _combine, pair_stage_index, rk_step
 from stiffkit.integrate.rule import (
@@ -153,6 +161,15 @@ def solve_adaptive(
 
     Raises
     ------
+    TypeError
+        For a drift that is not callable, a state that is not a floating tensor, a `t_eval`
+        that is not numeric.
+    ValueError
+        Naming the argument: an empty batch, a non-finite state, tolerances or `h0` that
+        are not positive real numbers,
+        a `t_span` that is not a pair of different finite ends, a `t_eval` that is empty,
+        non-finite, not monotone or outside `t_span`, a `max_steps` that is not a positive
+        integer, an unknown `controller` or `on_stiff`.
     StiffnessDetected
         With ``on_stiff="raise"``, when the stiffness rule fires.
     RuntimeError
@@ -162,10 +179,14 @@ def solve_adaptive(
     tab = get_tableau(tableau)
     if tab.b_hat is None or tab.embedded_order is None:
         raise ValueError(f"`tableau` must be an embedded pair; {tab.name!r} has no `b_hat`.")
+    check_callable(f, "f")
     check_batch(x0, "x0")
     check_finite(x0, "x0")
-    check_positive(rtol, "rtol")
-    check_positive(atol, "atol")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        check_real(tol, name)
+        check_positive(tol, name)
+    rtol, atol = float(rtol), float(atol)
+    max_steps = check_int(max_steps, "max_steps")
     min_rtol = MIN_RTOL_ULPS * torch.finfo(x0.dtype).eps
     if rtol < min_rtol:
         warnings.warn(f"`rtol` = {rtol:g} is below {MIN_RTOL_ULPS:g} ulps of {x0.dtype} "
@@ -176,21 +197,30 @@ def solve_adaptive(
         raise ValueError(f"`controller` must be 'pi' or 'i', got {controller!r}.")
     if use_aux_error and tab.b_hat_aux is None:
         raise ValueError(f"`use_aux_error` needs `b_hat_aux`; {tab.name!r} has none.")
-    t0, t1 = (float(v) for v in t_span)
-    check_finite(t0, "t_span")
-    check_finite(t1, "t_span")
+    if isinstance(t_span, str) or not hasattr(t_span, "__len__") or len(t_span) != 2:
+        raise ValueError(f"`t_span` must be a pair (t0, t1), got {t_span!r}.")
+    t0, t1 = (check_real(v, "t_span") for v in t_span)
     if t0 == t1:
         raise ValueError("`t_span` must have two different ends.")
     direction = 1.0 if t1 > t0 else -1.0
     if t_eval is None:
         outs = [t0, t1]
     else:
-        outs = [float(v) for v in torch.as_tensor(t_eval, dtype=torch.float64)]
+        try:
+            evals = torch.as_tensor(t_eval, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"`t_eval` must be a sequence of times, got {t_eval!r}.") from err
+        if evals.ndim != 1 or evals.shape[0] == 0:
+            raise ValueError(f"`t_eval` must be a non-empty 1-D sequence of times, got shape "
+                             f"{tuple(evals.shape)}.")
+        check_finite(evals, "t_eval")
+        outs = [float(v) for v in evals]
         if any(direction * (b - a) <= 0 for a, b in zip(outs, outs[1:])):
             raise ValueError("`t_eval` must be strictly monotone in the direction of `t_span`.")
         if any(direction * (v - t0) < 0 or direction * (v - t1) > 0 for v in outs):
             raise ValueError("`t_eval` must lie within `t_span`.")
     if h0 is not None:
+        check_real(h0, "h0")
         check_positive(h0, "h0")
     if on_stiff not in ON_STIFF:
         raise ValueError(f"`on_stiff` must be one of {ON_STIFF}, got {on_stiff!r}.")
@@ -212,7 +242,7 @@ def solve_adaptive(
     x, t = x0, t0
     k1 = f(as_t(t), x)
     nfe = 1
-    if not bool(torch.isfinite(check_output(k1, x0)).all()):
+    if not bool(torch.isfinite(check_output(k1, x0, same_dtype=True)).all()):
         raise ValueError(f"`f` returned NaN or Inf at the initial state (t = {t0:g}).")
     if h0 is None:
         h = initial_step(f, as_t(t), x, k1, direction, q - 1, rtol, atol)

@@ -9,7 +9,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_int, check_same_shape, check_tensor
+from stiffkit._utils import (
+    check_finite,
+    check_int,
+    check_real,
+    check_same_shape,
+    check_tensor,
+)
 from stiffkit.integrate.rk import solve_fixed
 from stiffkit.tableaux import ButcherTableau
 
@@ -27,16 +33,25 @@ def fitted_order(h: Sequence[float], error: Sequence[float]) -> float:
     Raises
     ------
     ValueError
-        If the lengths differ, fewer than two points are given, or a value is not finite
-        and positive.
+        If a value is not a real number, the sequences are not 1-D of the same length, fewer
+        than two distinct step sizes are given, or a value is not finite and positive.
     """
-    h, error = np.asarray(h, dtype=float), np.asarray(error, dtype=float)
-    if h.shape != error.shape or h.size < 2:
+    arrays = []
+    for name, values in (("h", h), ("error", error)):
+        try:
+            arrays.append(np.asarray(values, dtype=float))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"`{name}` must be a sequence of real numbers, got {values!r}.") \
+                from err
+    h, error = arrays
+    if h.ndim != 1 or h.shape != error.shape or h.size < 2:
         raise ValueError("`h` and `error` must have the same length, at least 2.")
     if not (np.all(np.isfinite(h)) and np.all(np.isfinite(error))):
         raise ValueError("`h` and `error` must be finite.")
     if not (np.all(h > 0) and np.all(error > 0)):
         raise ValueError("`h` and `error` must be positive.")
+    if np.unique(h).size < 2:
+        raise ValueError("`h` must hold at least two different step sizes (a slope needs two).")
     return float(np.polyfit(np.log(h), np.log(error), 1)[0])
 
 
@@ -74,21 +89,30 @@ def convergence_study(
 
     Raises
     ------
+    TypeError
+        If `t_span` or `num_steps` is not a sequence.
     ValueError
-        If an argument is malformed; the message names it.
+        If an argument is malformed (including a non-finite `exact` or repeated step
+        counts); the message names it.
     """
     check_tensor(x0, "x0")
     check_tensor(exact, "exact")
     check_same_shape(exact, x0, "exact", "x0")
+    check_finite(exact, "exact")
+    if isinstance(t_span, str) or not hasattr(t_span, "__len__"):
+        raise TypeError(f"`t_span` must be a pair (t0, t1), got {t_span!r}.")
     if len(t_span) != 2:
         raise ValueError(f"`t_span` must be a pair (t0, t1), got {len(t_span)} values.")
-    for t in t_span:
-        check_finite(t, "t_span")
+    t_span = tuple(check_real(t, "t_span") for t in t_span)
     if t_span[0] == t_span[1]:
         raise ValueError("`t_span` must have two different ends.")
+    if isinstance(num_steps, str) or not hasattr(num_steps, "__iter__"):
+        raise TypeError(f"`num_steps` must be a sequence of step counts, got {num_steps!r}.")
     num_steps = [check_int(n, "num_steps") for n in num_steps]
     if not num_steps:
         raise ValueError("`num_steps` must hold at least one step count.")
+    if len(set(num_steps)) != len(num_steps):
+        raise ValueError(f"`num_steps` must hold different step counts, got {num_steps}.")
     rows = []
     for n in num_steps:
         grid = torch.linspace(t_span[0], t_span[1], int(n) + 1, dtype=x0.dtype)

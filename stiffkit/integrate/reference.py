@@ -44,6 +44,12 @@ def dopri5_within(
     -------
     Tensor, [batch, *dims], float64
         The solution at `t1`; `f` was evaluated only at times between `t0` and `t1`.
+
+    Raises
+    ------
+    RuntimeError
+        If the solve fails (torchdiffeq's step-size underflow: a NaN / Inf drift, or
+        tolerances that float64 cannot meet).
     """
     import torchdiffeq
 
@@ -51,5 +57,10 @@ def dopri5_within(
         raise ValueError(f"the interval must have nonzero length, got t0 = t1 = {t0!r}.")
     ts = torch.tensor([t0, t1], dtype=torch.float64)
     options = {"first_step": abs(t1 - t0), "step_t": ts[1:]}
-    return torchdiffeq.odeint(f, y0.to(torch.float64), ts, rtol=rtol, atol=atol,
-                              method="dopri5", options=options)[-1]
+    try:
+        return torchdiffeq.odeint(f, y0.to(torch.float64), ts, rtol=rtol, atol=atol,
+                                  method="dopri5", options=options)[-1]
+    except AssertionError as err:  # torchdiffeq reports a failed solve by assertion
+        raise RuntimeError(
+            f"torchdiffeq's dopri5 failed from t = {t0:g} to {t1:g} ({err}): the drift returned "
+            "NaN or Inf, or the tolerances cannot be met in float64.") from err

@@ -18,6 +18,8 @@ from torch import Tensor
 from stiffkit._utils import (
     as_per_sample,
     broadcast_per_sample,
+    check_batch,
+    check_callable,
     check_finite,
     check_output,
     check_tensor,
@@ -142,12 +144,16 @@ def rk_step(
 
     Raises
     ------
+    TypeError
+        For a drift that is not callable, a state or `k1` that is not a floating tensor (or
+        `k1` of another dtype), a non-numeric `t` or `h`.
     ValueError
-        For a non-finite state, a zero or non-finite step, or a drift whose output
-        does not have the state's shape.
+        For an empty batch or a non-finite state, a zero or non-finite step, or a drift whose
+        output does not have the state's shape and dtype.
     """
     tableau = get_tableau(tableau)
-    check_tensor(x, "x")
+    check_callable(f, "f")
+    check_batch(x, "x")
     check_finite(x, "x")
     t_ = as_per_sample(t, "t", batch=x.shape[0], dtype=x.dtype, device=x.device)
     h_ = as_per_sample(h, "h", batch=x.shape[0], dtype=x.dtype, device=x.device)
@@ -159,6 +165,8 @@ def rk_step(
             raise ValueError(
                 f"`k1` must have the state's shape {tuple(x.shape)}, got {tuple(k1.shape)}."
             )
+        if k1.dtype != x.dtype:
+            raise TypeError(f"`k1` must have the state's dtype {x.dtype}, got {k1.dtype}.")
 
     return _step(f, t_, x, h_, tableau, k1)
 
@@ -177,7 +185,7 @@ def _step(f: Drift, t: Tensor, x: Tensor, h: Tensor, tableau: ButcherTableau,
         else:
             k = f(t + ci * h if ci else t, g)
             num_evals += 1
-            check_output(k, x)
+            check_output(k, x, same_dtype=True)
         gs.append(g)
         ks.append(k)
 
@@ -262,11 +270,28 @@ def solve_fixed(
     Trajectory
         States at every grid point, the drift at each step's start, embedded
         solutions (pairs), the same-time stage pair, and the evaluation count.
+
+    Raises
+    ------
+    TypeError
+        For a drift or callback that is not callable, a state that is not a floating tensor,
+        a grid that is not real numbers.
+    ValueError
+        For an empty batch, a non-finite state or grid, a grid that is not strictly monotone
+        with at least 2 points, or a solution that became NaN or Inf.
     """
     tableau = get_tableau(tableau)
-    check_tensor(x0, "x0")
+    check_callable(f, "f")
+    if callback is not None:
+        check_callable(callback, "callback")
+    check_batch(x0, "x0")
     check_finite(x0, "x0")
-    grid = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
+    if isinstance(t, Tensor) and t.is_complex():
+        raise TypeError("`t` must be a real time grid, got a complex tensor.")
+    try:
+        grid = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"`t` must be a 1-D sequence or tensor of times, got {t!r}.") from err
     if grid.ndim != 1 or grid.shape[0] < 2:
         raise ValueError(
             f"`t` must be a 1-D grid with at least 2 points, got shape {tuple(grid.shape)}.")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from stiffkit._utils import check_callable, check_finite, check_int, check_output, check_tensor
 from stiffkit.tableaux import ButcherTableau, get_tableau, real_stability_interval
 
 __all__ = ["Trajectory"]
@@ -60,6 +61,15 @@ class Trajectory:
         Number of evaluations of ``f`` spent.
     time_name : str
         What the time variable is called ("t", or "sigma" for diffusion).
+
+    Raises
+    ------
+    TypeError
+        If `times`, `states` or `drifts` is not a floating tensor, a diagnostic not a tensor,
+        or `diagnostics` not a dict.
+    ValueError
+        If the shapes disagree, `times` is not finite and strictly monotone, or `nfe` is not a
+        non-negative integer.
     """
 
     times: Tensor
@@ -79,8 +89,15 @@ class Trajectory:
     time_name: str = "t"
 
     def __post_init__(self) -> None:
+        check_tensor(self.times, "times", min_ndim=0)
+        check_tensor(self.states, "states", min_ndim=2)
+        check_tensor(self.drifts, "drifts", min_ndim=1)
         if self.times.ndim != 1 or self.times.shape[0] < 1:
             raise ValueError(f"`times` must be 1-D, got shape {tuple(self.times.shape)}.")
+        check_finite(self.times, "times")
+        d = self.times[1:] - self.times[:-1]
+        if d.numel() and not (bool((d > 0).all()) or bool((d < 0).all())):
+            raise ValueError("`times` must be strictly monotone (increasing or decreasing).")
         n = self.times.shape[0] - 1
         if self.states.shape[0] != n + 1:
             raise ValueError(
@@ -99,7 +116,16 @@ class Trajectory:
                     f"`{name}` must have shape {(n, *self.states.shape[1:])}, "
                     f"got {tuple(val.shape)}."
                 )
+        if not isinstance(self.diagnostics, dict):
+            raise TypeError(f"`diagnostics` must be a dict of str to Tensor, got "
+                            f"{type(self.diagnostics).__name__}.")
+        check_int(self.nfe, "nfe", 0)
+        if not isinstance(self.time_name, str):
+            raise TypeError(f"`time_name` must be a string, got {type(self.time_name).__name__}.")
         for name, val in self.diagnostics.items():
+            if not isinstance(val, Tensor) or val.ndim == 0:
+                raise TypeError(f"diagnostic `{name}` must be a tensor [N, batch], got "
+                                f"{type(val).__name__}.")
             if val.shape[0] != n:
                 raise ValueError(f"diagnostic `{name}` must have {n} rows, got {val.shape[0]}.")
         if self.tableau is not None and not isinstance(self.tableau, ButcherTableau):
@@ -142,10 +168,33 @@ class Trajectory:
             one step of it (not for output times of an adaptive or sub-stepping solver).
         time_name : str
             What the time variable is called.
+
+        Raises
+        ------
+        TypeError
+            If `states` is not a floating tensor, `times` not numeric or `f` not callable.
+        ValueError
+            If `states` is not ``[N + 1, batch, *dims]`` with a non-empty batch and finite
+            values, or `times` is not a finite, strictly monotone ``[N + 1]`` grid.
         """
-        times = torch.as_tensor(times, dtype=states.dtype, device=states.device)
+        check_tensor(states, "states", min_ndim=2)
+        if states.shape[1] == 0:
+            raise ValueError(f"`states` has an empty batch (shape {tuple(states.shape)}).")
+        check_finite(states, "states")
+        if isinstance(times, Tensor) and times.is_complex():
+            raise TypeError("`times` must be real.")
+        try:
+            times = torch.as_tensor(times, dtype=states.dtype, device=states.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"`times` must be a sequence or tensor of numbers, got {times!r}.") \
+                from err
+        if times.ndim == 1 and times.shape[0] != states.shape[0]:
+            raise ValueError(f"`states` must have {times.shape[0]} entries along dim 0 (one per "
+                             f"time), got {states.shape[0]}.")
         if f is not None:
-            drifts = torch.stack([f(times[n], states[n]) for n in range(states.shape[0] - 1)])
+            check_callable(f, "f")
+            drifts = torch.stack([check_output(f(times[n], states[n]), states[n])
+                                  for n in range(states.shape[0] - 1)])
             nfe = states.shape[0] - 1
         else:
             drifts = torch.full_like(states[:-1], float("nan"))

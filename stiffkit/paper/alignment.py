@@ -31,10 +31,15 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from stiffkit._utils import flat_norm
+from stiffkit._utils import check_callable, check_int, check_tensor, flat_norm
 from stiffkit._utils import progress as progress_bar
 from stiffkit.estimators.jvp import jacobian_dense
-from stiffkit.estimators.lte import REFERENCE_SUBSTEPS, alignment, reference_step
+from stiffkit.estimators.lte import (
+    REFERENCE_SUBSTEPS,
+    alignment,
+    check_reference_method,
+    reference_step,
+)
 from stiffkit.estimators.pair import pair_stiffness
 from stiffkit.estimators.spectrum import sorted_eig
 from stiffkit.integrate.trajectory import Trajectory
@@ -150,12 +155,24 @@ def heun_alignment(
         ``"jvp-dense"``.
     """
     _check_heun(trajectory)
+    if jacobian is not None:
+        check_callable(jacobian, "jacobian")
+    if directions is not None and not isinstance(directions, Mapping):
+        raise TypeError(f"`directions` must map names to callables, got "
+                        f"{type(directions).__name__}.")
     directions = dict(directions or {})
+    for name, direction in directions.items():
+        check_callable(direction, f"directions[{name!r}]")
+    if lte:
+        check_reference_method(lte_method, "lte_method")
+        substeps = check_int(substeps, "substeps")
     times = trajectory.times
     N, B = trajectory.num_steps, trajectory.batch_size
     # Steps with a pair (i ≥ 1) that are not the final Euler step to σ = 0.
     valid = [i for i in range(1, N) if float(times[i + 1]) != 0]
-    step_ids = valid if steps is None else [int(s) for s in steps]
+    if steps is not None and (isinstance(steps, str) or not hasattr(steps, "__iter__")):
+        raise TypeError(f"`steps` must be an iterable of step indices, got {steps!r}.")
+    step_ids = valid if steps is None else [check_int(s, "steps", 0) for s in steps]
     if any(s not in valid for s in step_ids):
         raise ValueError(f"`steps` must be Heun steps with a pair, in {valid[:1]} … {valid[-1:]}.")
     f = trajectory.f
@@ -170,7 +187,12 @@ def heun_alignment(
         dx, df = x - x_pair, f_x - f_pair
 
         jac = jacobian(sigma, x) if jacobian is not None else jacobian_dense(f, sigma, x)
-        jac = jac.reshape(B, dx[0].numel(), dx[0].numel()).to(x.dtype)
+        n = dx[0].numel()
+        check_tensor(jac, "jacobian(sigma, x)")
+        if jac.numel() != B * n * n:
+            raise ValueError(f"`jacobian` must return [batch, n, n] = [{B}, {n}, {n}], got "
+                             f"{tuple(jac.shape)}.")
+        jac = jac.reshape(B, n, n).to(x.dtype)
         values, vectors, asym = sorted_eigh(jac)
         v1 = vectors[:, 0].reshape(x.shape)
 
@@ -255,13 +277,31 @@ def toy_alignment(
     pandas.DataFrame
         ``model``, ``num_steps``, ``seed`` and the columns of :func:`heun_alignment`.
     """
+    from stiffkit.diffusion.noise import as_seeds
     from stiffkit.diffusion.samplers import sample
+    from stiffkit.paper.toy import ToyWorld
 
+    if not isinstance(world, ToyWorld):
+        raise TypeError(f"`world` must be a ToyWorld (stiffkit.paper.toy_world()), got "
+                        f"{type(world).__name__}.")
+    if isinstance(models, str):
+        raise TypeError(f"`models` must be a sequence of model names, got {models!r}; wrap a "
+                        "single name in a list.")
     unknown = [m for m in models if m not in TOY_MODELS]
-    if unknown:
-        raise ValueError(f"`models` must be drawn from {TOY_MODELS}, got {unknown}.")
-    grids = [num_steps] if isinstance(num_steps, int) else list(num_steps)
-    seeds = [int(s) for s in seeds]
+    if unknown or not models:
+        raise ValueError(f"`models` must be drawn from {TOY_MODELS}, got {list(models)}.")
+    if isinstance(num_steps, str) or not isinstance(num_steps, int | Iterable):
+        raise TypeError(f"`num_steps` must be an int or a sequence of ints, got {num_steps!r}.")
+    # A grid of N levels has Heun steps with a pair (1 … N−2) only for N >= 3.
+    grids = [check_int(n, "num_steps", 3) for n in
+             ([num_steps] if isinstance(num_steps, int) else list(num_steps))]
+    if not grids:
+        raise ValueError("`num_steps` must hold at least one grid size.")
+    if isinstance(seeds, int):
+        raise TypeError(f"`seeds` must be a sequence of seeds (one per sample), got {seeds!r}.")
+    seeds = as_seeds(seeds)
+    if not seeds:
+        raise ValueError("`seeds` must hold at least one seed.")
     dtype = world.main.gain.dtype
     x_init = world.initial_state(seeds, dtype=dtype)
     frames = []

@@ -35,9 +35,10 @@ from torch import Tensor
 
 from stiffkit._utils import check_int, check_real
 from stiffkit._utils import progress as progress_bar
+from stiffkit.diffusion.erk import ORACLE_METHODS
 from stiffkit.diffusion.metrics import DEFAULT_NUM_BOOTSTRAP, MetricSettings, evaluate
 from stiffkit.diffusion.noise import SEED_STRIDE, run_seeds, sub_seed, torch_generator
-from stiffkit.diffusion.samplers import REFERENCE_STEPS, reference_sample, sample_final
+from stiffkit.diffusion.samplers import REFERENCE_STEPS, get_solver, reference_sample, sample_final
 from stiffkit.paper.toy import GUIDED_METHODS, ToyWorld
 
 __all__ = [
@@ -81,7 +82,7 @@ def paper_setting(num_steps: int, guided: bool = False) -> tuple[float, float]:
     ValueError
         If the paper has no setting for this step count (and guidance).
     """
-    key = (bool(guided), int(num_steps))
+    key = (bool(guided), check_int(num_steps, "num_steps"))
     if key not in PAPER_SETTINGS:
         known = sorted(n for g, n in PAPER_SETTINGS if g == key[0])
         kind = "guided" if guided else "unguided"
@@ -116,10 +117,19 @@ class Method:
     solver: str = "heun"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise ValueError(f"`label` must be a non-empty string, got {self.label!r}.")
         if self.guidance not in GUIDED_METHODS:
             raise ValueError(f"`guidance` must be one of {GUIDED_METHODS}, got {self.guidance!r}.")
         for name in ("w_stiff", "w_con"):
             check_real(getattr(self, name), name, lo=0)
+        if self.oracle is not None and self.oracle not in ORACLE_METHODS:
+            raise ValueError(f"`oracle` must be None or one of {ORACLE_METHODS}, "
+                             f"got {self.oracle!r}.")
+        if self.erk and not get_solver(self.solver).has_pair:  # an unknown name raises too
+            raise ValueError(f"`solver={self.solver!r}` has no embedded pair for ERK-Guid "
+                             "(`w_stiff` > 0 or an `oracle`).")
+        get_solver(self.solver)
 
     @property
     def erk(self) -> bool:
@@ -250,9 +260,17 @@ def compare(
         Runs whose samples are bit-identical to an earlier run's of the same guidance (e.g.
         ``w_stiff = 0`` at any ``w_con``) reuse that run's scores.
     """
+    if not isinstance(world, ToyWorld):
+        raise TypeError(f"`world` must be a ToyWorld, got {type(world).__name__}.")
+    if not hasattr(plan, "__iter__"):
+        raise TypeError(f"`plan` must be an iterable of (num_steps, Method) pairs, got "
+                        f"{type(plan).__name__}.")
     plan = list(plan)
+    if not plan:
+        raise ValueError("`plan` must hold at least one (num_steps, Method) run.")
     num_samples = check_int(num_samples, "num_samples", 2)
     seed = check_int(seed, "seed", 0)
+    reference_steps = check_int(reference_steps, "reference_steps")
     settings = MetricSettings(num_bootstrap=num_bootstrap, ci=ci)
     for item in plan:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Method)):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from stiffkit._utils import check_real
 from stiffkit.diffusion.guidance import Guided
 from stiffkit.diffusion.mixtures import GaussianMixture, tree_gmm
 from stiffkit.diffusion.models import EnergyDenoiser, load_pretrained
@@ -87,6 +88,7 @@ class ToyWorld:
                       *, dtype: torch.dtype = torch.float32) -> Tensor:
         """Return exact samples of class A's ``p_{σ_max}`` with per-sample seeds (as the toy
         does)."""
+        check_real(sigma_max, "sigma_max", lo=0)
         return mixture_samples(self.exact, seeds, sigma_max, dtype=dtype)
 
     @staticmethod

@@ -117,9 +117,14 @@ class LinearProblem:
         """
         check_finite(state_input(x0, self.dim, "x0"), "x0")
         t0 = check_real(t0, "t0")
-        times = np.asarray(t1.detach().cpu() if isinstance(t1, Tensor) else t1, dtype=np.float64)
-        if times.ndim > 1 or not np.isfinite(times).all():
-            raise ValueError("`t1` must be a finite scalar or 1-D sequence of times.")
+        try:
+            times = np.asarray(t1.detach().cpu() if isinstance(t1, Tensor) else t1,
+                               dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"`t1` must be a real time or a sequence of them, got {t1!r}.") \
+                from err
+        if times.ndim > 1 or times.size == 0 or not np.isfinite(times).all():
+            raise ValueError("`t1` must be a finite scalar or non-empty 1-D sequence of times.")
         n = self.dim
         # Augmented exponential exp([[A, c], [0, 0]] dt) = [[e^{A dt}, φ₁(A dt) dt c], [0, 1]]:
         # handles singular A, where x* = -A⁻¹c does not exist.
@@ -149,7 +154,7 @@ def symmetric_linear(eigenvalues: ArrayLike, *, c: ArrayLike | None = None,
         Seed for ``np.random.default_rng`` (all constructors).
     """
     lam = array_input(eigenvalues, "eigenvalues", (None,))
-    Q = _random_orthogonal(lam.size, np.random.default_rng(seed))
+    Q = _random_orthogonal(lam.size, np.random.default_rng(check_int(seed, "seed", 0)))
     A = (Q * lam) @ Q.T
     return LinearProblem(0.5 * (A + A.T), c, lam, Q)  # symmetrise away rounding
 
@@ -170,7 +175,7 @@ def symmetric_with_gap(n: int, lambda_max: float, gap: float, *, sign: int = -1,
     gap = check_real(gap, "gap", lo=0, hi=1, lo_open=True, hi_open=True)
     if sign not in (-1, 1):
         raise ValueError(f"`sign` must be -1 or 1, got {sign!r}.")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int(seed, "seed", 0))
     rest = np.sort(rng.uniform(GAP_SPREAD_FLOOR * gap, gap, size=max(n - 2, 0)))[::-1]
     moduli = np.concatenate([[1.0, gap][: min(n, 2)], rest]) * lambda_max
     return symmetric_linear(sign * moduli, c=c, seed=seed)
@@ -202,7 +207,7 @@ def complex_pair_linear(pairs: Sequence[complex] | np.ndarray, *, real: ArrayLik
     w2 = np.array([[1, 1], [-1j, 1j]]) / np.sqrt(2)  # block eigenvectors for a + ib, a − ib
     W = scipy.linalg.block_diag(*[w2] * z.size, np.eye(r.size))
     lam = np.concatenate([np.stack([z, z.conj()], axis=1).ravel(), r])
-    Q = _random_orthogonal(lam.size, np.random.default_rng(seed))
+    Q = _random_orthogonal(lam.size, np.random.default_rng(check_int(seed, "seed", 0)))
     return LinearProblem(Q @ B @ Q.T, c, lam, Q @ W)
 
 
@@ -228,7 +233,7 @@ def nonnormal_linear(eigenvalues: ArrayLike, cond: float, *, seed: int = 0,
     n = lam.size
     if n == 1 and cond != 1:
         raise ValueError("`cond` must be 1 for a 1-dimensional problem.")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_int(seed, "seed", 0))
     U, W = _random_orthogonal(n, rng), _random_orthogonal(n, rng)
     s = np.logspace(0.0, np.log10(cond), n)
     V, V_inv = (U * s) @ W.T, (W / s) @ U.T

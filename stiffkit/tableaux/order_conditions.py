@@ -18,6 +18,7 @@ from fractions import Fraction
 
 import pandas as pd
 
+from stiffkit._utils import check_int
 from stiffkit.tableaux.registry import get_tableau
 from stiffkit.tableaux.tableau import ButcherTableau
 from stiffkit.tableaux.trees import (
@@ -38,7 +39,15 @@ __all__ = [
     "computed_order",
 ]
 
+#: Largest `max_order` of :func:`order_condition_residuals`: order 12 alone has 4766 trees
+#: (15 s of exact arithmetic), and each order costs about three times the one before.
+MAX_REPORT_ORDER = 12
+WHICH = ("main", "embedded", "aux")
+
+
 def _weights(tableau: ButcherTableau, which: str) -> tuple[Fraction, ...]:
+    if which not in WHICH:
+        raise ValueError(f"`which` must be 'main', 'embedded' or 'aux', got {which!r}.")
     if which == "main":
         return tableau.b
     vec = tableau.b_hat if which == "embedded" else tableau.b_hat_aux
@@ -57,7 +66,8 @@ def order_condition_residuals(
     tableau : ButcherTableau or str
         The method.
     max_order : int
-        Highest tree order to evaluate (≤ 8 is fast; higher works but grows quickly).
+        Highest tree order to evaluate, 1 … :data:`MAX_REPORT_ORDER` (≤ 8 is fast; higher
+        grows quickly).
     which : {"main", "embedded", "aux"}
         Which weights play the role of ``b``.
 
@@ -68,8 +78,10 @@ def order_condition_residuals(
         (float), ``residual`` (float of the exact ``Φ(t) − 1/γ(t)``), ``satisfied``.
     """
     tableau = get_tableau(tableau)
-    if which not in ("main", "embedded", "aux"):
-        raise ValueError("`which` must be 'main', 'embedded' or 'aux'.")
+    max_order = check_int(max_order, "max_order")
+    if max_order > MAX_REPORT_ORDER:
+        raise ValueError(f"`max_order` must be at most {MAX_REPORT_ORDER} (the number of trees "
+                         f"grows about threefold per order), got {max_order}.")
     b = _weights(tableau, which)
     u = stage_vectors(tableau.A)
     rows = []
@@ -108,5 +120,6 @@ def computed_order(
         Overrides `embedded`; ``"aux"`` checks DOP853's order-3 weights.
     """
     tableau = get_tableau(tableau)
+    max_order = check_int(max_order, "max_order")
     which = which or ("embedded" if embedded else "main")
     return satisfied_order(tableau.A, _weights(tableau, which), tableau.tol, max_order)

@@ -61,8 +61,26 @@ def stability_polynomial(tableau: ButcherTableau | str, embedded: bool = False) 
 
 
 def stability_function(tableau: ButcherTableau | str, z, embedded: bool = False) -> np.ndarray:
-    """Evaluate ``R(z)`` at (complex) points `z` of any shape."""
-    return stability_polynomial(tableau, embedded)(np.asarray(z))
+    """Evaluate ``R(z)`` at (complex) points `z` of any shape.
+
+    Raises
+    ------
+    TypeError
+        If `z` is not numeric (real or complex numbers, arrays or CPU tensors of them).
+    ValueError
+        If `z` is ragged or holds NaN or Inf.
+    """
+    R = stability_polynomial(tableau, embedded)
+    try:
+        points = np.asarray(z)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"`z` must be an array of numbers, got {type(z).__name__} "
+                         f"({err}).") from err
+    if points.dtype.kind not in "iufc":
+        raise TypeError(f"`z` must hold real or complex numbers, got dtype {points.dtype}.")
+    if not np.isfinite(points).all():
+        raise ValueError("`z` contains NaN or Inf.")
+    return R(points)
 
 
 def real_stability_interval(tableau: ButcherTableau | str, embedded: bool = False) -> float:

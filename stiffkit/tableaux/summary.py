@@ -10,6 +10,7 @@ import pandas as pd
 from stiffkit.tableaux.order_conditions import computed_order
 from stiffkit.tableaux.registry import get_tableau, list_tableaux
 from stiffkit.tableaux.stability import real_stability_interval
+from stiffkit.tableaux.tableau import ButcherTableau
 
 __all__ = ["tableau_summary"]
 
@@ -31,9 +32,14 @@ def tableau_summary(names: Sequence[str] | None = None) -> pd.DataFrame:
 
     Raises
     ------
+    TypeError
+        If `names` is a single name or not iterable.
     ValueError
         If `names` is empty or names an unknown tableau.
     """
+    if isinstance(names, str | ButcherTableau) or not (names is None or hasattr(names, "__iter__")):
+        raise TypeError(f"`names` must be a sequence of tableau names (or None), got "
+                        f"{names!r}; wrap a single name in a list.")
     names = list_tableaux() if names is None else list(names)
     if not names:
         raise ValueError("`names` must name at least one tableau (None: the whole catalogue).")

@@ -20,7 +20,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from stiffkit._utils import check_int
+from stiffkit._utils import check_float_dtype, check_int
 from stiffkit.tableaux.trees import satisfied_order
 
 __all__ = ["ButcherTableau"]
@@ -44,16 +44,30 @@ def _to_fraction(value: Number | float, name: str) -> Fraction:
         raise ValueError(f"`{name}` contains {value!r}, which is not a number.") from exc
 
 
+def _sequence(values, name: str) -> list:
+    """Return `values` as a list, raising ``TypeError`` unless it is a sequence of entries (a
+    string is one number, not a sequence of characters)."""
+    try:
+        if isinstance(values, str | bytes):
+            raise TypeError
+        return list(values)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a sequence of numbers, got {values!r}.") from None
+
+
 def _vector(values: Sequence[Number | float], name: str) -> Vector:
-    return tuple(_to_fraction(v, name) for v in values)
+    return tuple(_to_fraction(v, name) for v in _sequence(values, name))
 
 
 def _matrix(rows: Sequence[Sequence[Number | float]], s: int) -> Matrix:
     """Build an s×s matrix from possibly ragged lower-triangular rows (missing = 0)."""
+    if isinstance(rows, str | bytes) or not hasattr(rows, "__len__"):
+        raise TypeError(f"`A` must be a sequence of rows, got {type(rows).__name__}.")
     if len(rows) != s:
         raise ValueError(f"`A` must have {s} rows (one per stage), got {len(rows)}.")
     out = []
     for i, row in enumerate(rows):
+        row = _sequence(row, f"A[{i}]")
         if len(row) > s:
             raise ValueError(f"`A` row {i} has {len(row)} entries, more than {s} stages.")
         vals = [_to_fraction(v, "A") for v in row]
@@ -99,6 +113,9 @@ class ButcherTableau:
 
     Raises
     ------
+    TypeError
+        If `name` or `citation` is not a string, or a coefficient vector / row of `A` is not
+        a sequence (a string is one entry, not a sequence).
     ValueError
         If the tableau is inconsistent, including a declared order (or embedded / aux
         order) that its coefficients do not satisfy; the message names the broken condition.
@@ -120,6 +137,12 @@ class ButcherTableau:
     def __post_init__(self) -> None:
         # Normalise user input (lists, strings, floats) into exact immutable tuples.
         set_ = functools.partial(object.__setattr__, self)
+        if not isinstance(self.name, str):
+            raise TypeError(f"`name` must be a string, got {type(self.name).__name__}.")
+        if not self.name:
+            raise ValueError("`name` must be a non-empty string.")
+        if not isinstance(self.citation, str):
+            raise TypeError(f"`citation` must be a string, got {type(self.citation).__name__}.")
         b = _vector(self.b, "b")
         s = len(b)
         if s == 0:
@@ -271,7 +294,8 @@ class ButcherTableau:
     def torch(
         self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
     ) -> dict[str, torch.Tensor]:
-        """Return the coefficients as torch tensors of `dtype` on `device`."""
+        """Return the coefficients as torch tensors of `dtype` (floating) on `device`."""
+        check_float_dtype(dtype)
         return {k: torch.tensor(v, dtype=dtype, device=device) for k, v in self._arrays.items()}
 
     def __repr__(self) -> str:

@@ -257,3 +257,42 @@ def test_analyze_sampler_output_never_evaluates_below_the_grid(solver):
     into_zero = frame["step"] == 5  # the final step to σ = 0 has no ODE reference: NaN
     assert np.isfinite(frame.loc[~into_zero, "lte_norm"]).all()
     assert frame.loc[into_zero, "lte_norm"].isna().all()
+
+
+def _small_trajectory():
+    A = torch.tensor([[-3.0, 0.0], [0.0, -1.0]], dtype=F64)
+    return solve_fixed(lambda t, x: x @ A.T, torch.ones(3, 2, dtype=F64),
+                       torch.linspace(0, 1, 5, dtype=F64), "rk4")
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(steps=[1.5]), ValueError, "`steps` must be a non-negative integer"),
+        (dict(steps="ab"), TypeError, "`steps` must be an iterable of indices"),
+        (dict(steps=2), TypeError, "`steps` must be an iterable of indices"),
+        (dict(samples=[10]), ValueError, r"`samples` must lie in \[-3, 3\)"),
+        (dict(samples=[0.5]), ValueError, "`samples` must be an integer >= -3"),
+        (dict(samples="a"), TypeError, "`samples` must be a slice"),
+        (dict(samples=[]), ValueError, "`samples` selects no sample"),
+        (dict(samples=[True, False]), ValueError, "`samples` as a mask must have 3 entries"),
+        (dict(stiff_threshold=float("nan")), ValueError, "`stiff_threshold` must be a finite"),
+        (dict(stiff_threshold=0.0), ValueError, "`stiff_threshold` must be a finite number > 0"),
+        (dict(stiff_threshold="a"), ValueError, "`stiff_threshold` must be a real number"),
+        (dict(lte_method="bad"), ValueError, "`lte_method` must be 'dopri5', 'rk4' or 'exact'"),
+        (dict(reference="power", generator=3), TypeError, "`generator` must be a torch.Generator"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_work(kwargs, exc, message):
+    """Issue 12: steps=[1.5] ran step 1, a NaN threshold made every step non-stiff, bad
+    samples were numpy IndexErrors, `lte_method` was reported as `method`."""
+    with pytest.raises(exc, match=message):
+        analyze(_small_trajectory(), **kwargs)
+
+
+def test_sample_selections_that_worked_still_work():
+    traj = _small_trajectory()
+    for samples, want in [(-1, [2]), ([0, -1], [0, 2]), (slice(1, None), [1, 2]),
+                          ([True, False, True], [0, 2]), (np.array([1]), [1])]:
+        df = analyze(traj, samples=samples, reference=None, lte=False)
+        assert sorted(set(df["sample"])) == want

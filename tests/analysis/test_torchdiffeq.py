@@ -56,3 +56,35 @@ def test_trajectory_carries_the_tableau_object(method):
     _, mon = stiffkit.odeint_monitored(lambda t, x: -x, x0, t, method=method, rtol=1e-6, atol=1e-8)
     assert mon.trajectory().tableau is mon.tableau is check_method(method).tableau
     assert mon.frame().attrs["tableau"] == mon.tableau.name
+
+
+F64 = torch.float64
+Y0 = torch.ones(3, 2, dtype=F64)
+T2 = torch.tensor([0.0, 1.0], dtype=F64)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(y0=[1.0]), TypeError, "`y0` must be a torch.Tensor"),
+        (dict(y0=Y0[:0]), ValueError, "`y0` has an empty batch"),
+        (dict(y0=Y0 * float("nan")), ValueError, "`y0` contains NaN or Inf"),
+        (dict(y0=Y0.long()), TypeError, "`y0` must have a floating dtype"),
+        (dict(t=[0.0, 1.0]), TypeError, "`t` must be a torch.Tensor"),
+        (dict(t=torch.tensor([0.0, float("nan")], dtype=F64)), ValueError, "`t` contains NaN"),
+        (dict(t=torch.tensor([0.0, 1.0, 0.5], dtype=F64)), ValueError,
+         "`t` must be strictly monotone"),
+        (dict(t=torch.zeros(2, 2, dtype=F64)), ValueError, "`t` must be 1-D"),
+        (dict(rtol=-1.0), ValueError, "`rtol` must be a finite number >= 0"),
+        (dict(rtol="a"), ValueError, "`rtol` must be a real number"),
+        (dict(rtol=0.0, atol=0.0), ValueError, "`rtol` and `atol` must not both be 0"),
+        (dict(options=[1]), TypeError, "`options` must be a mapping or None"),
+        (dict(f=lambda t, y: y * float("nan")), RuntimeError, "torchdiffeq.odeint failed"),
+    ],
+)
+def test_odeint_monitored_names_bad_input(kwargs, exc, message):
+    """Issue 12: torchdiffeq's AssertionErrors (and a silently accepted rtol = -1) before."""
+    args = dict(f=lambda t, y: -y, y0=Y0, t=T2)
+    args.update(kwargs)
+    with pytest.raises(exc, match=message):
+        stiffkit.odeint_monitored(args.pop("f"), args.pop("y0"), args.pop("t"), **args)

@@ -325,3 +325,56 @@ def test_correction_refuses_a_non_positive_step(h):
     f = dx = df = torch.ones(2, 3, dtype=F64)
     with pytest.raises(ValueError, match="`h` must be a positive step size"):
         erk_guid_correction(f, h, w_stiff=1.0, w_con=0.0, dx=dx, df=df)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [(dict(w_stiff="a"), ValueError, "`w_stiff` must be a real number"),
+     (dict(w_stiff=None), ValueError, "`w_stiff` must be a real number"),
+     (dict(w_stiff=True), ValueError, "`w_stiff` must be a real number"),
+     (dict(w_stiff=torch.tensor([1.0, 2.0])), ValueError, "`w_stiff` must be a real number"),
+     (dict(w_con="a"), ValueError, "`w_con` must be a real number"),
+     (dict(eps="a"), ValueError, "`eps` must be a real number"),
+     (dict(correction_sign=True), ValueError, "`correction_sign` must be -1, \\+1 or None")],
+)
+def test_erk_guid_names_non_numbers(kwargs, exc, match):
+    """Issue 12: float() errors before; w_stiff = True and correction_sign = True passed."""
+    with pytest.raises(exc, match=match):
+        ErkGuid(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "change, exc, match",
+    [(dict(h="a"), TypeError, "`h` must be a real number"),
+     (dict(h=float("inf")), ValueError, "`h` must be a positive step size"),
+     (dict(h=torch.ones(3)), ValueError, r"`h` must be a scalar or have shape \[batch\]"),
+     (dict(w_stiff=-1.0), ValueError, "`w_stiff` must be a finite number >= 0"),
+     (dict(w_stiff=float("nan")), ValueError, "`w_stiff` must be a finite number"),
+     (dict(w_con=float("nan")), ValueError, "`w_con` must be a finite number"),
+     (dict(sign=0), ValueError, "`sign` must be -1 or \\+1"),
+     (dict(sign=5), ValueError, "`sign` must be -1 or \\+1"),
+     (dict(eps=-1.0), ValueError, "`eps` must be a finite number >= 0"),
+     (dict(f=[1.0]), TypeError, "`f` must be a torch.Tensor"),
+     (dict(dx=torch.ones(1, 3, dtype=F64)), ValueError, r"`dx` must have shape \(2, 3\)"),
+     (dict(df=torch.full((2, 3), float("nan"), dtype=F64)), ValueError, "`df` contains NaN"),
+     (dict(f=torch.ones(0, 3, dtype=F64), dx=None, df=None, rho=torch.ones(0, dtype=F64),
+           v=torch.ones(0, 3, dtype=F64)), ValueError, "`f` has an empty batch"),
+     (dict(dx=None, df=None, rho=torch.ones(3, dtype=F64), v=torch.ones(2, 3, dtype=F64)),
+      ValueError, r"`rho` must have shape \(2,\)")],
+)
+def test_correction_names_bad_arguments(change, exc, match):
+    """Issue 12: w_stiff = −1, a sign of 0 or 5, eps = −1 and mismatched shapes gave silently
+    wrong corrections; strings and per-sample steps raised float() errors."""
+    args = dict(f=torch.ones(2, 3, dtype=F64), h=0.1, w_stiff=1.0, w_con=0.0,
+                dx=torch.full((2, 3), 0.1, dtype=F64), df=torch.full((2, 3), 0.2, dtype=F64))
+    args.update(change)
+    with pytest.raises(exc, match=match):
+        erk_guid_correction(args.pop("f"), args.pop("h"), **args)
+
+
+def test_correction_takes_a_per_sample_step():
+    f, dx, df = (torch.full((2, 3), v, dtype=F64) for v in (1.0, 0.1, 0.2))
+    kw = dict(w_stiff=1.0, w_con=0.0, dx=dx, df=df)
+    per_sample = erk_guid_correction(f, torch.tensor([0.1, 0.2], dtype=F64), **kw)
+    for i, h in enumerate((0.1, 0.2)):
+        torch.testing.assert_close(per_sample.delta[i], erk_guid_correction(f, h, **kw).delta[i])

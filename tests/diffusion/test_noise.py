@@ -118,3 +118,27 @@ def test_initial_noise_checks_sigma_max():
     for bad in (0.0, -1.0, float("inf"), True, "5"):
         with pytest.raises(ValueError, match="`sigma_max`"):
             initial_noise(3, (2,), bad)
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda: as_seeds([1.5]), TypeError, "`seeds` must hold integers, got 1.5"),
+        (lambda: as_seeds(["a"]), TypeError, "`seeds` must hold integers"),
+        (lambda: as_seeds(None), TypeError, "`seeds` must be an int or a sequence of ints"),
+        (lambda: as_seeds(np.float64(3)), TypeError, "`seeds` must be an int or a sequence"),
+        (lambda: as_seeds([2**70]), ValueError, "`seeds` must be at most MAX_SEED"),
+        (lambda: run_seeds(10**13, 2), ValueError, "`seed` must be at most MAX_RUN_SEED"),
+        (lambda: randn_per_sample(2, (-1,)), ValueError, "`dims` must be a non-negative"),
+        (lambda: randn_per_sample(2, [1.5]), ValueError, "`dims` must be a non-negative"),
+        (lambda: randn_per_sample(2, 2), TypeError, "`dims` must be a sequence"),
+        (lambda: randn_per_sample(2, (2,), dtype=torch.int64), TypeError, "`dtype` must be a"),
+        (lambda: initial_noise(2, (2,), 1e300), ValueError, "`sigma_max` = 1e\\+300 overflows"),
+        (lambda: mixture_samples(None, 3), TypeError, "`mixture` must be a GaussianMixture"),
+    ],
+)
+def test_bad_seeds_dims_and_levels_are_named(call, exc, message):
+    """Issue 12: seed 1.5 was truncated to 1, dims 1.5 to 1, an integer dtype rounded the
+    noise, σ_max = 1e300 gave Inf noise, seeds beyond 64 bits overflowed inside torch."""
+    with pytest.raises(exc, match=message):
+        call()

@@ -104,3 +104,25 @@ def test_as_sigma_checks_on_request(sigma, kwargs, match):
 def test_as_sigma_accepts_zero_unless_positive():
     x = torch.zeros(2, 2, dtype=F64)
     assert float(as_sigma(0.0, x, check=True)) == 0.0
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda: edm_sigmas(8, dtype=torch.int64), TypeError, "`dtype` must be a floating"),
+        (lambda: edm_sigmas(10**12), ValueError, "`num_steps` must be at most MAX_GRID_STEPS"),
+        (lambda: edm_sigmas(8, dtype="float32"), TypeError, "`dtype` must be a floating"),
+        (lambda: edm_sigmas(64, 1.0, 1.0 + 1e-8, dtype=torch.float32), ValueError,
+         "is not strictly decreasing in torch.float32"),
+        (lambda: check_sigmas("ab"), TypeError, "`sigmas` must be a 1-D sequence or tensor"),
+        (lambda: check_sigmas(None), TypeError, "`sigmas` must be a 1-D sequence or tensor"),
+        (lambda: check_sigmas([[1.0, 2.0], [1.0]]), TypeError, "`sigmas` must be a 1-D"),
+        (lambda: check_sigmas(torch.tensor([2.0 + 0j, 1.0])), TypeError, "`sigmas` must be real"),
+    ],
+)
+def test_bad_grids_and_dtypes_are_named(call, exc, message):
+    """Issue 12: an integer dtype truncated the grid to [80, 34, 13, …], a float32 grid of
+    nearly equal levels came back constant, strings and complex levels were torch errors or
+    silently cast."""
+    with pytest.raises(exc, match=message):
+        call()

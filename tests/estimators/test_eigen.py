@@ -366,3 +366,27 @@ def test_arpack_on_a_zero_or_nan_drift_raises_a_clear_error(drift, match):
     x = torch.randn(2, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=match):
         arpack_eig(drift, 0.0, x)
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda f, x: power_iteration(None, x), TypeError, "`matvec` must be callable"),
+        (lambda f, x: power_iteration(lambda v: v, x[:0]), ValueError, "`v0` has an empty batch"),
+        (lambda f, x: power_iteration(lambda v: v, 0 * x, generator=3), TypeError,
+         "`generator` must be a torch.Generator"),
+        (lambda f, x: arpack_eig(f, 0.0, x[:0]), ValueError, "`x` has an empty batch"),
+        (lambda f, x: arpack_eig(f, 0.0, x, jvp_method="bad"), ValueError, "`jvp_method`"),
+        (lambda f, x: dominant_eig(f, 0.0, x[:0], "dense"), ValueError, "`x` has an empty batch"),
+        (lambda f, x: dominant_eig(f, 0.0, x, "dense", max_iter=-5), ValueError, "`max_iter`"),
+        (lambda f, x: dominant_eig(f, 0.0, x, "dense", tol="a"), ValueError, "`tol`"),
+        (lambda f, x: dominant_eig(lambda t, y: y * float("nan"), 0.0, x, "dense"), ValueError,
+         "the Jacobian at x` contains NaN or Inf"),
+    ],
+)
+def test_bad_input_is_named(call, exc, message):
+    """Issue 12: empty batches and bad generators were raw torch errors, settings the method
+    ignores were not checked, a NaN Jacobian failed inside torch.linalg.eig."""
+    x = torch.ones(2, 3, dtype=torch.float64)
+    with pytest.raises(exc, match=message):
+        call(lambda t, y: -y, x)

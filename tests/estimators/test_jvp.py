@@ -93,3 +93,22 @@ def test_wrong_shape_drift_raises_for_every_path(method):
     x, v = point(9)
     with pytest.raises(ValueError, match="`f`"):
         jvp_operator(lambda t, y: y.reshape(4, -1), T, x, method=method)(v)
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda x: jvp_operator(None, 0.0, x), TypeError, "`f` must be callable"),
+        (lambda x: jvp_operator(lambda t, y: y, 0.0, x, method=["fd"]), ValueError,
+         "`method` must be one of"),
+        (lambda x: jacobian_dense(lambda t, y: y, 0.0, x, jvp_method="bad"), ValueError,
+         "`jvp_method` must be one of"),
+        (lambda x: jacobian_dense(lambda t, y: y, 0.0, torch.ones(1, 10**5, dtype=x.dtype)),
+         ValueError, "dense Jacobian would hold"),
+    ],
+)
+def test_bad_input_is_named(call, exc, message):
+    """Issue 12: a non-callable drift failed at the first product; `jvp_method` was reported
+    as `method`; a 10⁵-dimensional dense Jacobian ran for hours instead of refusing."""
+    with pytest.raises(exc, match=message):
+        call(torch.ones(2, 3, dtype=torch.float64))

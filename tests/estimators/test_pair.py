@@ -150,8 +150,9 @@ def test_hairer_estimate_is_exact_on_stiff_diagonal_once_stability_limited(name,
     component contaminates its stage difference more), hence its 3 % bound.
     """
     lam = torch.tensor([-1000.0, -1.0], dtype=F64)
-    sol = solve_adaptive(lambda t, x: x * lam, torch.tensor([x0], dtype=F64), (0.0, 2.0), name,
-                         rtol=1e-4, atol=1e-7)
+    with pytest.warns(RuntimeWarning, match="stiff: use an implicit method"):  # it is stiff
+        sol = solve_adaptive(lambda t, x: x * lam, torch.tensor([x0], dtype=F64), (0.0, 2.0),
+                             name, rtol=1e-4, atol=1e-7)
     df = stiffkit.analyze(sol.trajectory, reference=None, lte=False)
     late = df[df.t > 0.2]  # the stiff transient has decayed: steps are stability-limited
     assert len(late) > 100
@@ -254,3 +255,40 @@ def test_stage_estimates_use_the_relative_guard_by_default():
         step = rk_step(prob.f, 0.0, scale * x, 1e-3, "dopri5")
         torch.testing.assert_close(hairer_stiffness(step, "dopri5"), fifty, rtol=1e-8, atol=0)
         torch.testing.assert_close(embedded_stiffness(prob.f, step), fifty, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda x, s: stiffkit.pair_stiffness(x, x, 2 * x, 2 * x, eps=float("inf")), ValueError,
+         "`eps` must be a finite number >= 0"),
+        (lambda x, s: stiffkit.pair_stiffness(x, x, 2 * x, 2 * x, eps="a"), ValueError,
+         "`eps` must be a real number"),
+        (lambda x, s: stiffkit.pair_stiffness(x[:0], x[:0], x[:0], x[:0]), ValueError,
+         "`x_a` has an empty batch"),
+        (lambda x, s: stiffkit.hairer_stiffness(None, "dopri5"), TypeError,
+         "`step` must be an RKStep"),
+        (lambda x, s: embedded_stiffness(None, s), TypeError, "`f` must be callable"),
+        (lambda x, s: embedded_stiffness(lambda t, y: -y, None), TypeError,
+         "`step` must be an RKStep"),
+        (lambda x, s: embedded_stiffness(lambda t, y: -y, s, f_new=x[:1]), ValueError,
+         "`f_new` and `f` must have the same shape"),
+        (lambda x, s: embedded_stiffness(lambda t, y: y[:1], s), ValueError,
+         "`f` must return a tensor of the state's shape"),
+        (lambda x, s: stiffkit.stiffness_indicator("a", torch.ones(3, dtype=F64), "rk4"),
+         TypeError, "`h` must be a real number"),
+        (lambda x, s: stiffkit.stiffness_indicator(float("nan"), torch.ones(3), "rk4"),
+         ValueError, "`h` contains NaN or Inf"),
+        (lambda x, s: stiffkit.stiffness_indicator(torch.ones(2), torch.ones(3), "rk4"),
+         ValueError, r"`h` must be a scalar or have shape \[batch\] = \[3\]"),
+        (lambda x, s: stiffkit.stiffness_indicator(0.1, torch.ones(3, dtype=torch.int64), "rk4"),
+         TypeError, "`rho` must have a floating dtype"),
+    ],
+)
+def test_bad_input_is_named(call, exc, message):
+    """Issue 12: eps = inf gave a silent ρ̂ = 0, an integer ρ̂ an integer indicator of 0, a
+    non-step an AttributeError, f_new's shape was reported as `f_a`'s."""
+    x = torch.ones(3, 2, dtype=F64)
+    step = stiffkit.rk_step(lambda t, y: -y, 0.0, x, 0.1, "dopri5")
+    with pytest.raises(exc, match=message):
+        call(x, step)

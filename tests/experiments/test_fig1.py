@@ -8,6 +8,7 @@ import sys
 import _golden
 import numpy as np
 import pandas as pd
+import pytest
 from _lib import ROOT
 
 SCRIPT = ROOT / "experiments" / "fig1.py"
@@ -59,3 +60,11 @@ def test_fig1_quick_run_writes_png_and_csv(tmp_path):
     # Steps with a pair only: no first step (no pair yet), no final Euler step to σ = 0.
     num_steps = _load_script().QUICK["num_steps"]
     assert set(lte.step) == set(range(1, num_steps - 1))
+
+
+def test_line_step_must_be_a_map_level():
+    """Issue 12: --set map_steps=[0] ran the whole computation, then failed in the plot (one
+    map level gave a 1-D axes array) and in the summary (no map at `line_step`)."""
+    fig1 = _load_script()
+    with pytest.raises(ValueError, match="`line_step` = 14 must be one of `map_steps`"):
+        fig1.compute(dict(fig1.QUICK, seed=0, quick=True, map_steps=[0]))

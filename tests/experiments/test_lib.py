@@ -1,5 +1,7 @@
 """Tests for the experiment plumbing (``experiments/_lib.py``) and the toy world."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +95,70 @@ def test_toy_world_methods():
     with pytest.raises(ValueError, match="`guidance`"):
         world.denoiser("magic")
     assert float(world.sigmas(8)[0]) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "{tmp}/afile"], "--out .*afile is a file, not a folder"),
+        (["--out", "{tmp}/afile/sub"], "--out .*afile is a file, not a folder"),
+        (["--cache-dir", "{tmp}/afile"], "--cache-dir .*afile is a file, not a folder"),
+        (["--seed", str(10**30)], "--seed must be at most"),
+        (["--set", "seed=-5"], "use --seed instead"),
+        (["--set", "quick=5"], "use --quick instead"),
+        (["--set", "n=-1"], r"n must be an integer in \[1, 1e\+07\]"),
+        (["--set", "n=0"], r"n must be an integer in \[1, 1e\+07\]"),
+        (["--set", "n=1.5"], r"n must be an integer in \[1, 1e\+07\]"),
+        (["--set", "n=abc"], r"n must be an integer in \[1, 1e\+07\]"),
+        (["--set", "n=1000000000000"], r"n must be an integer in \[1, 1e\+07\]"),
+        (["--set", "steps=[]"], "steps must be a non-empty JSON list"),
+        (["--set", "steps=[0]"], "steps must be a list whose entries are each an integer"),
+        (["--set", "steps=0"], "steps must be a list whose entries are each an integer"),
+        (["--set", "w=-1"], "w must be a finite non-negative number"),
+        (["--set", "w=NaN"], "w must be a finite non-negative number"),
+        (["--set", "name=3"], "name must be a string"),
+    ],
+)
+def test_bad_options_are_refused_before_computing(tmp_path, capsys, extra, message):
+    """Issue 12: a bad --out or --cache-dir failed after the whole computation, a huge --seed
+    overflowed in torch, --set values of the wrong kind reached the computation."""
+    (tmp_path / "afile").write_text("x")
+    calls = []
+    config = {"n": 5, "steps": [8, 16], "w": 0.5, "name": "a", "num_bootstrap": 10}
+    args = ["--quick", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    with pytest.raises(SystemExit):
+        run_experiment("demo", compute=lambda c: calls.append(c) or pd.DataFrame({"a": [1]}),
+                       plot=lambda df, c: None, full=config, quick=config,
+                       argv=[*args, *(a.format(tmp=tmp_path) for a in extra)])
+    assert re.search(message, capsys.readouterr().err)
+    assert calls == []
+
+
+def test_zero_is_a_valid_bootstrap_count(tmp_path):
+    config = {"num_bootstrap": 10}
+    args = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+            "--set", "num_bootstrap=0"]
+
+    def plot(df, config):
+        import matplotlib.pyplot as plt
+
+        return plt.figure()
+
+    res = run_experiment("demo0", compute=lambda c: pd.DataFrame({"a": [c["num_bootstrap"]]}),
+                         plot=plot, full=config, quick=config, argv=args)
+    assert res["config"]["num_bootstrap"] == 0
+
+
+def test_a_single_value_for_a_list_is_a_list_of_one(tmp_path):
+    config = {"steps": [8, 16]}
+    args = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+            "--set", "steps=8"]
+
+    def plot(df, config):
+        import matplotlib.pyplot as plt
+
+        return plt.figure()
+
+    res = run_experiment("demo1", compute=lambda c: pd.DataFrame({"a": c["steps"]}), plot=plot,
+                         full=config, quick=config, argv=args)
+    assert res["config"]["steps"] == [8]

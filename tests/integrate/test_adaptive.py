@@ -254,3 +254,34 @@ def test_stiffness_thresholds_and_bad_options():
         warnings.simplefilter("error")
         solve_adaptive(_stiff, X0, (0.0, 0.05), rtol=1e-6, atol=1e-9,
                        stiffness_rule=StiffnessRule(count=10_000))
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(f=None), TypeError, "`f` must be callable"),
+        (dict(rtol="1e-3"), ValueError, "`rtol` must be a real number"),
+        (dict(atol=None), ValueError, "`atol` must be a real number"),
+        (dict(rtol=torch.tensor([1e-3, 1e-3])), ValueError, "`rtol` must be a real number"),
+        (dict(t_span=(0.0,)), ValueError, r"`t_span` must be a pair \(t0, t1\)"),
+        (dict(t_span=None), ValueError, "`t_span` must be a pair"),
+        (dict(t_span="ab"), ValueError, "`t_span` must be a pair"),
+        (dict(t_span=(0.0, 1j)), ValueError, "`t_span` must be a real number"),
+        (dict(t_eval=[0.0, float("nan")]), ValueError, "`t_eval` contains NaN or Inf"),
+        (dict(t_eval=[]), ValueError, "`t_eval` must be a non-empty 1-D sequence"),
+        (dict(t_eval=[[0.0, 0.5]]), ValueError, "`t_eval` must be a non-empty 1-D sequence"),
+        (dict(t_eval="ab"), TypeError, "`t_eval` must be a sequence of times"),
+        (dict(h0="a"), ValueError, "`h0` must be a real number"),
+        (dict(max_steps=0), ValueError, "`max_steps` must be a positive integer"),
+        (dict(max_steps=2.5), ValueError, "`max_steps` must be a positive integer"),
+        (dict(max_steps=None), ValueError, "`max_steps` must be a positive integer"),
+        (dict(f=lambda t, x: x.float()), ValueError, "`f` returned dtype torch.float32"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_step(kwargs, exc, message):
+    """Issue 12: these were raw errors, a max_steps of 2.5 ran 3 steps, and a NaN in
+    `t_eval` looped forever."""
+    args = dict(f=linear, t_span=(0.0, 1.0))
+    args.update(kwargs)
+    with pytest.raises(exc, match=message):
+        solve_adaptive(args.pop("f"), X0, args.pop("t_span"), **args)

@@ -130,3 +130,36 @@ def test_convergence_study_rejects_bad_input_naming_the_argument(change, exc, me
     args.update(change)
     with pytest.raises(exc, match=message):
         convergence_study(**args)
+
+
+@pytest.mark.parametrize(
+    "change, exc, message",
+    [
+        (dict(num_steps=10), TypeError, "`num_steps` must be a sequence of step counts"),
+        (dict(num_steps=[4, 4]), ValueError, "`num_steps` must hold different step counts"),
+        (dict(t_span=3), TypeError, r"`t_span` must be a pair \(t0, t1\)"),
+        (dict(t_span=("a", "b")), ValueError, "`t_span` must be a real number"),
+        (dict(exact=EXACT * float("nan")), ValueError, "`exact` contains NaN or Inf"),
+    ],
+)
+def test_convergence_study_names_more_bad_input(change, exc, message):
+    """Issue 12: repeated step counts fitted a meaningless order (4.01 from one point), a NaN
+    `exact` gave NaN errors, the rest raw errors."""
+    args = dict(f=ROTATION.f, x0=X0, t_span=SPAN, exact=EXACT, tableau="rk4", num_steps=[4, 8])
+    args.update(change)
+    with pytest.raises(exc, match=message):
+        convergence_study(**args)
+
+
+@pytest.mark.parametrize(
+    "h, error, message",
+    [
+        (["a", "b"], [1e-3, 1e-4], "`h` must be a sequence of real numbers"),
+        ([0.1, 0.2j], [1e-3, 1e-4], "`h` must be a sequence of real numbers"),
+        ([[0.1, 0.05]], [[1e-3, 1e-4]], "`h` and `error` must have the same length"),
+        ([0.1, 0.1], [1e-3, 2e-3], "at least two different step sizes"),
+    ],
+)
+def test_fitted_order_names_more_bad_input(h, error, message):
+    with pytest.raises(ValueError, match=message):
+        fitted_order(h, error)

@@ -140,31 +140,26 @@ def test_linear_step_equals_stability_polynomial(system, name):
     np.testing.assert_allclose(step.x.numpy(), expected, rtol=0, atol=1e-12 * scale)
 
 
-FSAL = [n for n in ALL if get_tableau(n).fsal]
-
-
-@given(linear_systems(), st.sampled_from(FSAL))
+@given(linear_systems(), st.sampled_from([n for n in ALL if get_tableau(n).fsal]))
 def test_fsal_last_stage_is_the_next_steps_first(system, name):
     """FSAL: x_{n+1} = x_n + h Σ b_i k_i is the last stage argument, so k_s = J x_{n+1} is the
-    next step's k_1; a fixed-grid solve that reuses it takes 3 steps of R(hJ) exactly."""
+    next step's k_1; a fixed-grid solve that reuses it takes 3 steps of R(hJ) exactly
+    (|R|(h|J|) bounds the rounding)."""
     J, h, x = system
-    Jt, xt = torch.tensor(J, dtype=F64), torch.tensor(x, dtype=F64)
+    Jt, x0 = torch.tensor(J, dtype=F64), torch.tensor(x, dtype=F64)
     f = lambda t, y: y @ Jt.T  # noqa: E731
     b = get_tableau(name).numpy()["b"]
-    step = rk_step(f, 0.0, xt, h, name)
-    k = [kk.numpy() for kk in step.k]
-    combined = x + h * sum(bi * ki for bi, ki in zip(b, k))
+    step = rk_step(f, 0.0, x0, h, name)
+    k, x1 = [kk.numpy() for kk in step.k], step.x.numpy()
     size = np.abs(x) + abs(h) * sum(abs(bi) * np.abs(ki) for bi, ki in zip(b, k))  # roundoff
-    np.testing.assert_allclose(step.x.numpy(), combined, rtol=0, atol=1e-13 * (1 + size.max()))
-    x1 = step.x.numpy()
+    np.testing.assert_allclose(x1, x + h * sum(bi * ki for bi, ki in zip(b, k)), rtol=0,
+                               atol=1e-13 * (1 + size.max()))
     np.testing.assert_allclose(k[-1], x1 @ J.T, rtol=0,
                                atol=1e-13 * (1 + (np.abs(x1) @ np.abs(J).T).max()))
-    # Three steps of R(hJ); |R|(h|J|) bounds each entry's rounding.
     coeffs = [float(c) for c in stability_coefficients(name)]
     R = sum(c * np.linalg.matrix_power(h * J, p) for p, c in enumerate(coeffs))
-    hJ_abs = abs(h) * np.abs(J)
-    R_abs = sum(abs(c) * np.linalg.matrix_power(hJ_abs, p) for p, c in enumerate(coeffs))
-    traj = solve_fixed(f, xt, torch.tensor([0.0, h, 2 * h, 3 * h], dtype=F64), name)
+    R_abs = sum(abs(c) * np.linalg.matrix_power(np.abs(h * J), p) for p, c in enumerate(coeffs))
+    traj = solve_fixed(f, x0, torch.tensor([0.0, h, 2 * h, 3 * h], dtype=F64), name)
     assert traj.nfe == 3 * len(b) - 2
     for n in range(3):
         want = x @ np.linalg.matrix_power(R, n).T @ J.T

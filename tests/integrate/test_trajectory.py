@@ -177,3 +177,51 @@ def test_step_boundaries_come_from_the_trajectory_then_the_tableau():
 def test_bad_stability_boundaries_raise(bounds, message):
     with pytest.raises(ValueError, match=message):
         Trajectory(**_parts(), stability_boundaries=bounds)
+
+
+@pytest.mark.parametrize(
+    "change, exc, message",
+    [
+        (dict(times=[0.0, 0.25, 0.5, 0.75, 1.0]), TypeError, "`times` must be a torch.Tensor"),
+        (dict(states=None), TypeError, "`states` must be a torch.Tensor"),
+        (dict(drifts=None), TypeError, "`drifts` must be a torch.Tensor"),
+        (dict(times=torch.tensor([0.0, 0.5, 0.25, 0.75, 1.0], dtype=F64)), ValueError,
+         "`times` must be strictly monotone"),
+        (dict(times=torch.tensor([0.0, 0.5, float("nan"), 0.75, 1.0], dtype=F64)), ValueError,
+         "`times` contains NaN or Inf"),
+        (dict(diagnostics=None), TypeError, "`diagnostics` must be a dict"),
+        (dict(diagnostics={"g": [1.0]}), TypeError, "diagnostic `g` must be a tensor"),
+        (dict(nfe=-1), ValueError, "`nfe` must be a non-negative integer"),
+        (dict(nfe=1.5), ValueError, "`nfe` must be a non-negative integer"),
+        (dict(time_name=3), TypeError, "`time_name` must be a string"),
+    ],
+)
+def test_construction_names_more_bad_fields(change, exc, message):
+    """Issue 12: these were attribute errors or silently accepted (NaN times, nfe = -1)."""
+    with pytest.raises(exc, match=message):
+        Trajectory(**{**_parts(), **change})
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda s: Trajectory.from_states([0, 1, 2, 3, 4], s.tolist()), TypeError,
+         "`states` must be a torch.Tensor"),
+        (lambda s: Trajectory.from_states("abcde", s), TypeError, "`times` must be a sequence"),
+        (lambda s: Trajectory.from_states([0, 1, 2, 3, 4], s * float("nan")), ValueError,
+         "`states` contains NaN or Inf"),
+        (lambda s: Trajectory.from_states([0, 1, 2, 3, 4], s[:, :0]), ValueError,
+         "`states` has an empty batch"),
+        (lambda s: Trajectory.from_states([0, 2, 1, 3, 4], s), ValueError,
+         "`times` must be strictly monotone"),
+        (lambda s: Trajectory.from_states([0, 1, 2, 3, 4], s, 3), TypeError,
+         "`f` must be callable"),
+        (lambda s: Trajectory.from_states([0, 1, 2, 3, 4], s, lambda t, x: x[:1]), ValueError,
+         "`f` must return a tensor of the state's shape"),
+        (lambda s: Trajectory.from_states([0, 1], s, lambda t, x: x), ValueError,
+         "`states` must have 2 entries"),
+    ],
+)
+def test_from_states_names_bad_input(call, exc, message):
+    with pytest.raises(exc, match=message):
+        call(_parts()["states"])

@@ -171,3 +171,47 @@ def test_toy_alignment_models_and_columns(one_thread):
     assert first["learned"] == first["exact"]
     with pytest.raises(ValueError, match="models"):
         toy_alignment(world, [0], 4, models=["bogus"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(lte_method="bad"), ValueError, "`lte_method` must be 'dopri5', 'rk4' or 'exact'"),
+        (dict(substeps=0), ValueError, "`substeps` must be a positive integer"),
+        (dict(substeps=2.5), ValueError, "`substeps` must be a positive integer"),
+        (dict(steps="a"), TypeError, "`steps` must be an iterable of step indices"),
+        (dict(jacobian=3), TypeError, "`jacobian` must be callable"),
+        (dict(jacobian=lambda s, x: torch.zeros(1, 3, 3, dtype=torch.float64)), ValueError,
+         r"`jacobian` must return \[batch, n, n\] = \[16, 2, 2\]"),
+        (dict(directions=[1]), TypeError, "`directions` must map names to callables"),
+        (dict(directions={"a": 3}), TypeError, r"`directions\['a'\]` must be callable"),
+    ],
+)
+def test_heun_alignment_names_bad_arguments(trajectory, kwargs, exc, message):
+    """Issue 12: substeps 0 was reported as a bad grid `t`, the rest were raw errors."""
+    with pytest.raises(exc, match=message):
+        heun_alignment(trajectory, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, exc, message",
+    [
+        ((None, [0, 1], 4), {}, TypeError, "`world` must be a ToyWorld"),
+        (("world", [], 4), {}, ValueError, "`seeds` must hold at least one seed"),
+        (("world", 3, 4), {}, TypeError, "`seeds` must be a sequence of seeds"),
+        (("world", [0.5], 4), {}, TypeError, "`seeds` must hold integers"),
+        (("world", [0, 1], 2), {}, ValueError, "`num_steps` must be an integer >= 3"),
+        (("world", [0, 1], []), {}, ValueError, "`num_steps` must hold at least one grid"),
+        (("world", [0, 1], 2.5), {}, TypeError, "`num_steps` must be an int or a sequence"),
+        (("world", [0, 1], 4), dict(models="exact"), TypeError, "`models` must be a sequence"),
+        (("world", [0, 1], 4), dict(models=[]), ValueError, "`models` must be drawn from"),
+    ],
+)
+def test_toy_alignment_names_bad_arguments(args, kwargs, exc, message):
+    """Issue 12: models="exact" iterated its letters, num_steps=1 and empty lists failed deep
+    inside pandas / numpy, a float seed was truncated."""
+    from stiffkit.paper import toy_world
+
+    world = toy_world(torch.float64) if args[0] == "world" else args[0]
+    with pytest.raises(exc, match=message):
+        toy_alignment(world, *args[1:], **kwargs)

@@ -181,3 +181,31 @@ def test_compare_rejects_bad_arguments(world):
         compare(world, [(4, Method("Heun"))], num_samples=1)
     with pytest.raises(ValueError, match="seed"):
         compare(world, [(4, Method("Heun"))], num_samples=8, seed=-1)
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda: Method(None), ValueError, "`label` must be a non-empty string"),
+        (lambda: Method("x", oracle="bad"), ValueError, "`oracle` must be None or one of"),
+        (lambda: Method("x", solver="bad"), ValueError, "`solver` must be one of"),
+        (lambda: Method("x", solver="euler", w_stiff=1.0), ValueError,
+         "`solver='euler'` has no embedded pair"),
+        (lambda: paper_setting(8.7), ValueError, "`num_steps` must be a positive integer"),
+        (lambda: compare(None, [(8, Method("x"))], num_samples=8), TypeError,
+         "`world` must be a ToyWorld"),
+        (lambda: compare(toy_world(), 3, num_samples=8), TypeError,
+         "`plan` must be an iterable"),
+        (lambda: compare(toy_world(), [], num_samples=8), ValueError,
+         "`plan` must hold at least one"),
+        (lambda: compare(toy_world(), [(4, Method("x"))], num_samples=8, reference_steps=0),
+         ValueError, "`reference_steps` must be a positive integer"),
+        (lambda: compare(toy_world(), [(4, Method("x"))], num_samples=8, seed=10**13),
+         ValueError, "`seed` must be at most MAX_RUN_SEED"),
+    ],
+)
+def test_bad_arguments_are_named_before_sampling(call, exc, message):
+    """Issue 12: paper_setting(8.7) answered for 8 steps, unknown oracles and solvers were
+    accepted until sampling, an empty plan was a pandas KeyError."""
+    with pytest.raises(exc, match=message):
+        call()

@@ -340,3 +340,21 @@ def test_bad_state_shape_raises_value_error():
         p.exact(0.0, [[1.0]], torch.zeros(1, 2))
     with pytest.raises(ValueError, match="`x`"):
         van_der_pol().jac(0.0, np.zeros(3))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: symmetric_linear([1.0, 2.0], seed=-1), "`seed` must be a non-negative integer"),
+        (lambda: symmetric_linear([1.0, 2.0], seed=1.5), "`seed` must be a non-negative integer"),
+        (lambda: nonnormal_linear([1.0, 2.0], 2.0, seed="a"), "`seed` must be a non-negative"),
+        (lambda: dahlquist(-1.0).exact(0.0, "a", torch.ones(2, 1)), "`t1` must be a real time"),
+        (lambda: dahlquist(-1.0).exact(0.0, 1j, torch.ones(2, 1)), "`t1` must be a real time"),
+        (lambda: dahlquist(-1.0).exact(0.0, [], torch.ones(2, 1)), "non-empty 1-D sequence"),
+    ],
+)
+def test_seeds_and_times_are_named(call, message):
+    """Issue 12: numpy's SeedSequence errors, float() errors and np.stack's "need at least
+    one array" before."""
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -101,3 +101,22 @@ def test_an_overclaimed_embedded_order_is_refused():
     with pytest.raises(ValueError, match="`embedded_order` = 2 is not satisfied by `b_hat`"):
         ButcherTableau("heun_overclaimed", A=heun.A, b=heun.b, c=heun.c, order=2,
                        b_hat=heun.b_hat, embedded_order=2)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: order_condition_residuals("rk4", 0), "`max_order` must be a positive integer"),
+        (lambda: order_condition_residuals("rk4", 2.5), "`max_order` must be a positive integer"),
+        (lambda: order_condition_residuals("rk4", None), "`max_order` must be a positive integer"),
+        (lambda: order_condition_residuals("rk4", 30), "`max_order` must be at most 12"),
+        (lambda: computed_order("rk4", max_order=-1), "`max_order` must be a positive integer"),
+        (lambda: computed_order("rk4", max_order="3"), "`max_order` must be a positive integer"),
+        (lambda: computed_order("rk4", which="bad"), "`which` must be 'main', 'embedded' or 'aux'"),
+    ],
+)
+def test_bad_orders_and_weights_are_named(call, message):
+    """Issue 12: max_order <= 0 gave an empty table / order 0 or -1, non-integers raw errors,
+    a huge one ran for hours; an unknown `which` read "has no bad weights"."""
+    with pytest.raises(ValueError, match=message):
+        call()

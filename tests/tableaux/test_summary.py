@@ -152,3 +152,10 @@ def test_unknown_name_raises_and_lists_the_known_ones():
 def test_an_empty_selection_raises_instead_of_listing_everything():
     with pytest.raises(ValueError, match="`names` must name at least one tableau"):
         tableau_summary([])
+
+
+@pytest.mark.parametrize("names", ["rk4", 3])
+def test_a_single_name_or_a_non_sequence_is_refused(names):
+    """Issue 12: tableau_summary("rk4") looked up 'r', 'k', '4' one by one."""
+    with pytest.raises(TypeError, match="`names` must be a sequence of tableau names"):
+        tableau_summary(names)

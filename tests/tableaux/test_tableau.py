@@ -145,6 +145,43 @@ def test_malformed_tableau_raises_naming_the_condition(change, message):
         ButcherTableau("bad", **{**GOOD, **change})
 
 
+@pytest.mark.parametrize(
+    "change, exc, message",
+    [
+        (dict(name=None), TypeError, "`name` must be a string, got NoneType"),
+        (dict(name=""), ValueError, "`name` must be a non-empty string"),
+        (dict(citation=3), TypeError, "`citation` must be a string"),
+        (dict(A=None), TypeError, "`A` must be a sequence of rows, got NoneType"),
+        (dict(A=[[], 1]), TypeError, r"`A\[1\]` must be a sequence of numbers, got 1"),
+        (dict(A=[[], "1"]), TypeError, r"`A\[1\]` must be a sequence of numbers, got '1'"),
+        (dict(b=None), TypeError, "`b` must be a sequence of numbers, got None"),
+        (dict(b="01"), TypeError, "`b` must be a sequence of numbers, got '01'"),
+        (dict(c=None), TypeError, "`c` must be a sequence of numbers, got None"),
+    ],
+)
+def test_malformed_inputs_raise_naming_the_argument(change, exc, message):
+    """Issue 12: None, scalars and strings where sequences belong are named, not raw errors."""
+    with pytest.raises(exc, match=message):
+        ButcherTableau(**{"name": "bad", **GOOD, **change})
+
+
+@pytest.mark.parametrize("name", [None, 3, ["rk4"]])
+def test_get_tableau_refuses_non_names(name):
+    with pytest.raises(TypeError, match="`tableau` must be a catalogue name"):
+        get_tableau(name)
+
+
+def test_register_rejects_bad_aliases_and_torch_rejects_integer_dtypes():
+    tab = ButcherTableau("test_only_alias_check", **GOOD)
+    for alias in (3, ""):
+        with pytest.raises(TypeError, match="`aliases` must be non-empty strings"):
+            stiffkit.register_tableau(tab, alias)
+    assert "test_only_alias_check" not in list_tableaux()
+    for dtype in (torch.int64, "float64"):
+        with pytest.raises(TypeError, match="`dtype` must be a floating torch.dtype"):
+            tab.torch(dtype=dtype)
+
+
 def test_register_rejects_duplicates_and_accepts_new():
     tab = ButcherTableau("test_only_midpoint_copy", **GOOD)
     stiffkit.register_tableau(tab)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from stiffkit._utils import check_int, check_positive
+from stiffkit._utils import check_int, check_positive, check_real
 from stiffkit.diffusion.mixtures.mixture import GaussianMixture
 
 __all__ = ["grid_gmm", "random_gmm", "ring_gmm"]
@@ -21,8 +21,18 @@ _F64 = torch.float64
 
 
 def ring_gmm(num: int = 8, radius: float = 1.0, std: float = 0.05) -> GaussianMixture:
-    """Return ``num`` equal isotropic 2-D Gaussians (width ``std``) on a circle."""
+    """Return ``num`` equal isotropic 2-D Gaussians (width ``std > 0``) on a circle of finite
+    `radius`.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: a `num` that is not a positive integer, a `radius` that is not
+        finite, a `std` that is not positive.
+    """
     num = check_int(num, "num", 1)
+    radius = check_real(radius, "radius")
+    std = check_real(std, "std", lo=0, lo_open=True)
     angle = torch.arange(num, dtype=_F64) * (2 * math.pi / num)
     means = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # [num, 2]
     covs = torch.eye(2, dtype=_F64).expand(num, 2, 2) * std**2
@@ -30,8 +40,17 @@ def ring_gmm(num: int = 8, radius: float = 1.0, std: float = 0.05) -> GaussianMi
 
 
 def grid_gmm(n: int = 5, spacing: float = 0.5, std: float = 0.05) -> GaussianMixture:
-    """Return ``n × n`` equal isotropic 2-D Gaussians on a grid centred at the origin."""
+    """Return ``n × n`` equal isotropic 2-D Gaussians on a grid centred at the origin.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: an `n` that is not a positive integer, a `spacing` that is not
+        finite, a `std` that is not positive.
+    """
     n = check_int(n, "n", 1)
+    spacing = check_real(spacing, "spacing")
+    std = check_real(std, "std", lo=0, lo_open=True)
     ticks = (torch.arange(n, dtype=_F64) - (n - 1) / 2) * spacing
     means = torch.cartesian_prod(ticks, ticks)  # [n², 2]
     covs = torch.eye(2, dtype=_F64).expand(n * n, 2, 2) * std**2
@@ -64,12 +83,23 @@ def random_gmm(
     seed : int
         Seed of the private ``numpy.random.Generator``.
     rank, min_std, condition, mean_std : see above.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: counts that are not positive integers (a `rank` above `dim`),
+        a negative or non-integer `seed`, a `condition` below 1, a non-positive `min_std`,
+        a negative or non-finite `mean_std`.
     """
     dim = check_int(dim, "dim", 1)
     num_components = check_int(num_components, "num_components", 1)
+    seed = check_int(seed, "seed", 0)
+    check_real(condition, "condition")
     if not (math.isfinite(condition) and condition >= 1):
         raise ValueError("`condition` must be at least 1.")
+    check_real(min_std, "min_std")
     check_positive(min_std, "min_std")
+    mean_std = check_real(mean_std, "mean_std", lo=0)
     if rank is None:
         rank = dim if dim <= FULL_RANK_MAX_DIM else min(dim, 16)
     else:

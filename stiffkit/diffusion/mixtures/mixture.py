@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from stiffkit._utils import as_per_sample, check_finite, check_int, check_tensor
+from stiffkit._utils import (
+    as_per_sample,
+    check_finite,
+    check_float_dtype,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from stiffkit.diffusion.mixtures._terms import _Terms
 
 __all__ = ["GaussianMixture"]
@@ -58,7 +66,7 @@ class GaussianMixture(torch.nn.Module):
 
     def __init__(self, weights, means, covs, *, chunk_size: int | None = None) -> None:
         super().__init__()
-        covs = torch.as_tensor(covs, dtype=_F64)
+        covs = _real64(covs, "covs")
         if covs.ndim != 3 or covs.shape[1] != covs.shape[2]:
             raise ValueError(f"`covs` must have shape [K, d, d], got {tuple(covs.shape)}.")
         check_finite(covs, "covs")
@@ -94,8 +102,8 @@ class GaussianMixture(torch.nn.Module):
         """
         self = cls.__new__(cls)
         torch.nn.Module.__init__(self)
-        eigvals = torch.as_tensor(eigvals, dtype=_F64)
-        eigvecs = torch.as_tensor(eigvecs, dtype=_F64)
+        eigvals = _real64(eigvals, "eigvals")
+        eigvecs = _real64(eigvecs, "eigvecs")
         if eigvecs.ndim != 3 or eigvals.shape != (eigvecs.shape[0], eigvecs.shape[2]):
             raise ValueError("`eigvecs` must be [K, d, r] and `eigvals` [K, r].")
         check_finite(eigvals, "eigvals")
@@ -111,9 +119,11 @@ class GaussianMixture(torch.nn.Module):
         return self
 
     def _setup(self, weights, means, eigvals, eigvecs, floor, chunk_size) -> None:
-        weights = torch.as_tensor(weights, dtype=_F64)
-        means = torch.as_tensor(means, dtype=_F64)
+        weights = _real64(weights, "weights")
+        means = _real64(means, "means")
         k, d, r = eigvecs.shape
+        if k == 0:
+            raise ValueError("A mixture needs at least one component (`weights` is empty).")
         if weights.shape != (k,):
             raise ValueError(f"`weights` must have shape [{k}], got {tuple(weights.shape)}.")
         check_finite(weights, "weights")
@@ -125,7 +135,7 @@ class GaussianMixture(torch.nn.Module):
         if r < d:
             if floor is None:
                 raise ValueError("`floor` is required when the eigenbasis has rank < dim.")
-            floor = torch.as_tensor(floor, dtype=_F64).expand(k).clone()
+            floor = _real64(floor, "floor").expand(k).clone()
             if not bool((torch.isfinite(floor) & (floor > 0)).all()):
                 raise ValueError("`floor` must be positive and finite.")
         else:
@@ -275,6 +285,8 @@ class GaussianMixture(torch.nn.Module):
             Output dtype; drawing is in float64.
         """
         n = check_int(n, "n", 0)
+        check_generator(generator)
+        check_float_dtype(dtype)
         device = self.means.device
         u = torch.rand(n, dtype=_F64, device=device, generator=generator)
         eps = torch.randn(n, self.dim, dtype=_F64, device=device, generator=generator)
@@ -331,6 +343,21 @@ class GaussianMixture(torch.nn.Module):
                 x = x + (self._floor[kc, None] + s2).sqrt() * resid
             out[start : start + chunk] = x
         return out
+
+
+def _real64(value, name: str) -> Tensor:
+    """`value` as a float64 tensor, raising naming `name` unless it holds real numbers."""
+    try:
+        complex_ = value.is_complex() if isinstance(value, Tensor) else np.iscomplexobj(value)
+    except (TypeError, ValueError):  # ragged: as_tensor below names it
+        complex_ = False
+    if complex_:
+        raise ValueError(f"`{name}` must be real, got complex values.")
+    try:
+        return torch.as_tensor(value, dtype=_F64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"`{name}` must be an array of real numbers, got "
+                         f"{type(value).__name__} ({err}).") from err
 
 
 def _sigma_tensor(sigma: SigmaLike, batch: int, *, positive: bool, device) -> Tensor:

@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import Tensor
 
+from stiffkit._utils import check_real
 from stiffkit.diffusion.erk import ErkPair
 from stiffkit.diffusion.samplers.drift import Drift
 from stiffkit.diffusion.samplers.solvers import Solver, StepOut
@@ -33,7 +34,8 @@ DPM2_R = 0.5
 
 
 def check_r(r: float) -> float:
-    """Return `r` as a float, raising ``ValueError`` unless ``0 < r ≤ 1``."""
+    """Return `r` as a float, raising ``ValueError`` unless it is a real number, ``0 < r ≤ 1``."""
+    check_real(r, "r")
     if not 0 < r <= 1:
         raise ValueError(f"`r` must lie in (0, 1], got {r}.")
     return float(r)

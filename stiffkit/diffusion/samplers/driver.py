@@ -25,15 +25,23 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_tensor, flat_norm, secant_ratio
+from stiffkit._utils import (
+    check_batch,
+    check_callable,
+    check_finite,
+    check_tensor,
+    flat_norm,
+    secant_ratio,
+)
 from stiffkit._utils import progress as progress_bar
 from stiffkit.diffusion.erk import (
     ErkCorrection,
     ErkGuid,
     OracleSpec,
-    erk_guid_correction,
+    _correction,
     resolve_oracle,
 )
+from stiffkit.diffusion.samplers.blowup import BLOWUP_FACTOR, _raise_non_finite
 from stiffkit.diffusion.samplers.drift import Denoiser, denoise, pf_ode_drift, to_d
 from stiffkit.diffusion.samplers.euler import EULER, euler_step
 from stiffkit.diffusion.samplers.solvers import Solver, get_solver, list_solvers
@@ -44,9 +52,6 @@ __all__ = ["sample", "sample_final", "Callback"]
 
 #: Called after every step with ``i, sigma, sigma_next, x, denoised, drift, x_next, rho, beta``.
 Callback = Callable[[dict[str, Any]], None]
-#: A state whose largest entry exceeds this many times the initial states' (or 1, if
-#: larger) has blown up: the probability-flow ODE contracts towards the data.
-BLOWUP_FACTOR = 1e4
 _DEFAULT_ERK = ErkGuid()
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -70,6 +75,7 @@ def _check_inputs(denoiser: Denoiser, x_init: Tensor) -> None:
     if not callable(denoiser):
         raise TypeError(f"`denoiser` must be callable D(x, sigma), got {type(denoiser).__name__}.")
     check_tensor(x_init, "x_init", min_ndim=2)
+    check_batch(x_init, "x_init")
     check_finite(x_init, "x_init")
 
 
@@ -129,6 +135,8 @@ def _configure(
     """
     erk = _erk_config(erk, w_stiff, w_con, eps, oracle, correction_sign)
     _check_inputs(denoiser, x_init)
+    if callback is not None:
+        check_callable(callback, "callback")
     spec = get_solver(solver)
     options = spec.resolve_options(_with_shorthands(solver_options, r=r, max_order=max_order))
     if erk.needs_pair and not spec.has_pair:
@@ -228,9 +236,9 @@ def _integrate(run: _Run, record: bool):
                       scale=scale_of(x))
             if oracle_fn is not None:
                 rho, v = oracle_fn(s, x)
-                corr: ErkCorrection = erk_guid_correction(f, pair.h, rho=rho, v=v, **kw)
+                corr: ErkCorrection = _correction(f, pair.h, rho=rho, v=v, **kw)
             else:
-                corr = erk_guid_correction(f, pair.h, dx=pair.dx, df=pair.df, **kw)
+                corr = _correction(f, pair.h, dx=pair.dx, df=pair.df, **kw)
             if erk.corrects:
                 x_next = x_next + corr.delta
             rho_diag, beta_diag, norm_diag = corr.rho, corr.beta, corr.delta_norm
@@ -252,27 +260,6 @@ def _integrate(run: _Run, record: bool):
     if record:
         rec["states"].append(x)
     return x, sig, rec, diag, nfe, drift_fn
-
-
-def _raise_non_finite(i: int, s: Tensor, s_next: Tensor, den: Tensor, x_next: Tensor,
-                      uncorrected: Tensor | None, erk: ErkGuid, limit: float) -> None:
-    """Raise for a state that became NaN / Inf or blew up past `limit` in step `i`, naming
-    the step, σ and the cause."""
-    where = f"step {i} (σ = {float(s):.6g} → {float(s_next):.6g})"
-    finite = bool(torch.isfinite(x_next).all())
-    what = (f"blew up (max |x| = {float(x_next.abs().max()):.3g}, over {BLOWUP_FACTOR:g} × "
-            "the initial states' scale)" if finite else "became NaN or Inf")
-    if not bool(torch.isfinite(den).all()):
-        cause = f"the denoiser returned NaN or Inf at σ = {float(s):.6g}"
-    elif uncorrected is not None and bool(uncorrected.abs().max() <= limit):
-        cause = ("the ERK-Guid correction is too large: use a smaller `w_stiff` (or a larger "
-                 "`w_con`)")
-    else:
-        cause = "the step's later denoiser evaluation returned NaN or Inf, or the state overflowed"
-        if erk.corrects:
-            cause += (f" (ERK-Guid is on with `w_stiff` = {erk.w_stiff:g}: a large `w_stiff` "
-                      "can blow the state up over a few steps)")
-    raise ValueError(f"The samples {what} in {where}: {cause}.")
 
 
 def _step_boundaries(solver: Solver, options: Mapping[str, Any], sig: Tensor) -> Tensor:

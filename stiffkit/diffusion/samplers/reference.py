@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stiffkit._utils import check_finite, check_int, check_tensor
+from stiffkit._utils import (
+    check_batch,
+    check_callable,
+    check_finite,
+    check_int,
+    check_real,
+    check_tensor,
+)
 from stiffkit.diffusion.samplers.drift import Denoiser, denoise, pf_ode_drift
 from stiffkit.diffusion.schedules import as_sigma, check_sigmas, edm_sigmas
 
@@ -55,17 +62,35 @@ def reference_sample(
     -------
     Tensor, [batch, *dims]
         The converged endpoint, in the state's dtype.
+
+    Raises
+    ------
+    TypeError
+        If `denoiser` is not callable or `x_init` not a floating tensor.
+    ValueError
+        Naming the argument: a bad grid, an empty batch or non-finite `x_init`, an unknown
+        `method`, non-positive tolerances or `num_steps`.
+    RuntimeError
+        If dopri5 fails (a NaN / Inf drift).
     """
     from stiffkit.integrate.reference import dopri5_within
     from stiffkit.integrate.rk import solve_fixed
 
+    check_callable(denoiser, "denoiser")
     grid = check_sigmas(sigmas)
     check_tensor(x_init, "x_init", min_ndim=2)
+    check_batch(x_init, "x_init")
     check_finite(x_init, "x_init")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        check_real(tol, name, lo=0, lo_open=True)
     drift = pf_ode_drift(denoiser)
     ends_at_zero = float(grid[-1]) == 0
     end = grid[-2] if ends_at_zero else grid[-1]
-    if method == "rk4":
+    if method not in ("rk4", "dopri5"):
+        raise ValueError(f"`method` must be 'rk4' or 'dopri5', got {method!r}.")
+    if float(end) == float(grid[0]):  # [σ_max, 0]: the final Euler step alone, nothing to solve
+        x = x_init.detach()
+    elif method == "rk4":
         num_steps = check_int(num_steps, "num_steps")
         fine = edm_sigmas(num_steps + 1, float(end), float(grid[0]))[:-1]
         x = solve_fixed(drift, x_init.detach(), fine.to(x_init.dtype), "rk4").states[-1]
@@ -75,8 +100,6 @@ def reference_sample(
 
         x = dopri5_within(f64, x_init.detach(), float(grid[0]), float(end), rtol=rtol,
                           atol=atol).to(x_init.dtype)
-    else:
-        raise ValueError(f"`method` must be 'rk4' or 'dopri5', got {method!r}.")
     if ends_at_zero:
         x = denoise(denoiser, x, as_sigma(end, x))
     return x

@@ -121,7 +121,7 @@ class Solver:
         identifier, a default that `check_options` refuses.
     TypeError
         A `step`, `boundaries` or `check_options` that is not callable; `options` not a
-        mapping.
+        mapping; `records_pair` not a bool.
     """
 
     name: str
@@ -141,6 +141,9 @@ class Solver:
                 raise TypeError(f"`{field_name}` must be callable.")
         if self.check_options is not None and not callable(self.check_options):
             raise TypeError("`check_options` must be callable or None.")
+        if not isinstance(self.records_pair, bool):
+            raise TypeError(
+                f"`records_pair` must be a bool, got {type(self.records_pair).__name__}.")
         if self.tableau is not None:
             object.__setattr__(self, "tableau", get_tableau(self.tableau))
         check_correction_sign(self.correction_sign)

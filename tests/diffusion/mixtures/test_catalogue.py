@@ -58,3 +58,26 @@ def test_constructors_accept_numpy_integers():
     assert ring_gmm(np.int64(4)).num_components == 4
     assert grid_gmm(np.int32(3)).num_components == 9
     assert random_gmm(np.int64(3), np.int64(2), rank=np.int64(2)).rank == 2
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: ring_gmm(4, float("nan")), "`radius` must be a finite number"),
+        (lambda: ring_gmm(4, "a"), "`radius` must be a real number"),
+        (lambda: ring_gmm(4, 1.0, 0.0), "`std` must be a finite number > 0"),
+        (lambda: ring_gmm(4, 1.0, -0.1), "`std` must be a finite number > 0"),
+        (lambda: grid_gmm(3, float("inf")), "`spacing` must be a finite number"),
+        (lambda: grid_gmm(3, 0.5, "a"), "`std` must be a real number"),
+        (lambda: random_gmm(2, 3, seed=-1), "`seed` must be a non-negative integer"),
+        (lambda: random_gmm(2, 3, seed=1.5), "`seed` must be a non-negative integer"),
+        (lambda: random_gmm(2, 3, condition="a"), "`condition` must be a real number"),
+        (lambda: random_gmm(2, 3, mean_std=float("nan")), "`mean_std` must be a finite number"),
+        (lambda: random_gmm(2, 3, mean_std="a"), "`mean_std` must be a real number"),
+    ],
+)
+def test_bad_parameters_are_named(call, message):
+    """Issue 12: a NaN radius was reported as `means`, std = 0 as `covs`, a negative std was
+    silently squared, strings and seeds were torch / numpy errors."""
+    with pytest.raises(ValueError, match=message):
+        call()

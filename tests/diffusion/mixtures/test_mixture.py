@@ -321,3 +321,29 @@ def test_counts_are_checked_integers():
             gmm.sample(bad)
     assert gmm.sample(np.int64(3), generator=_gen(12)).shape == (3, 2)
     assert GaussianMixture(gmm.weights, gmm.means, gmm.covs, chunk_size=np.int64(2)).chunk_size == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (([1.0], [[0.0, 0.0]], "ab"), "`covs` must be an array of real numbers"),
+        (([1.0], [[0.0, 0.0]], None), "`covs` must be an array of real numbers"),
+        (([1.0], "ab", [np.eye(2)]), "`means` must be an array of real numbers"),
+        (([1.0], [[0.0, 0.0]], [np.eye(2) * (1 + 1j)]), "`covs` must be real"),
+        (([1.0], [[0.0, 1j]], [np.eye(2)]), "`means` must be real"),
+        (([], np.zeros((0, 2)), np.zeros((0, 2, 2))), "at least one component"),
+    ],
+)
+def test_construction_names_non_real_and_empty_inputs(args, message):
+    """Issue 12: complex covariances were cast to real with a warning, no component gave an
+    empty mixture, strings and None were torch errors."""
+    with pytest.raises(ValueError, match=message):
+        GaussianMixture(*args)
+
+
+def test_sample_checks_generator_and_dtype():
+    mix = ring_gmm(4)
+    with pytest.raises(TypeError, match="`generator` must be a torch.Generator"):
+        mix.sample(3, generator=3)
+    with pytest.raises(TypeError, match="`dtype` must be a floating torch.dtype"):
+        mix.sample(3, dtype=torch.int64)

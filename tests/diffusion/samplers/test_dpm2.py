@@ -27,3 +27,10 @@ def test_check_r():
     for bad in (0.0, -0.1, 1.01, float("nan")):
         with pytest.raises(ValueError, match="`r`"):
             check_r(bad)
+
+
+@pytest.mark.parametrize("bad", ["a", None, 1j])
+def test_check_r_names_non_numbers(bad):
+    """Issue 12: "'<' not supported between instances of 'int' and 'str'" before."""
+    with pytest.raises(ValueError, match="`r` must be a real number"):
+        check_r(bad)

@@ -335,3 +335,22 @@ def test_a_sample_agrees_across_batch_sizes_to_the_documented_roundoff(learned, 
         for n in (1, 5, 100):
             part = sample_final(den, x[:n], sig, **kw)[0]
             assert float((full[:n] - part).abs().max()) <= tol, (guidance, kw, n)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(x_init=torch.ones(0, 2, dtype=F64)), ValueError, "`x_init` has an empty batch"),
+        (dict(sigmas="ab"), TypeError, "`sigmas` must be a 1-D sequence"),
+        (dict(sigmas=None), TypeError, "`sigmas` must be a 1-D sequence"),
+        (dict(w_stiff="a"), ValueError, "`w_stiff` must be a real number"),
+        (dict(solver="dpm2", r="a"), ValueError, "`r` must be a real number"),
+        (dict(callback=3), TypeError, "`callback` must be callable"),
+    ],
+)
+def test_bad_arguments_are_named_before_sampling(kwargs, exc, message):
+    """Issue 12: torch reshape / float() errors, and a callback failing after step 0."""
+    args = dict(x_init=torch.ones(4, 2, dtype=F64), sigmas=edm_sigmas(4, 0.002, 5.0))
+    args.update(kwargs)
+    with pytest.raises(exc, match=message):
+        sample(ring_gmm(), args.pop("x_init"), args.pop("sigmas"), **args)

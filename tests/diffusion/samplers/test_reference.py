@@ -58,3 +58,30 @@ def test_dopri5_reference_never_evaluates_below_the_last_level():
     out = reference_sample(denoiser, x0, sig, method="dopri5")
     assert torch.isfinite(out).all()
     assert min(seen) >= 0.002 * (1 - 1e-12) and max(seen) <= 5.0 * (1 + 1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(denoiser=None), TypeError, "`denoiser` must be callable"),
+        (dict(x_init=torch.ones(0, 2, dtype=F64)), ValueError, "`x_init` has an empty batch"),
+        (dict(rtol=-1.0), ValueError, "`rtol` must be a finite number > 0"),
+        (dict(method="dopri5", atol=float("nan")), ValueError, "`atol` must be a finite"),
+        (dict(method="dopri5", rtol="a"), ValueError, "`rtol` must be a real number"),
+        (dict(sigmas="ab"), TypeError, "`sigmas` must be a 1-D sequence"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, exc, message):
+    """Issue 12: torchdiffeq AssertionErrors, an ignored rtol = −1 and an empty result before."""
+    args = dict(denoiser=single_gaussian(), x_init=torch.ones(3, 2, dtype=F64),
+                sigmas=edm_sigmas(4, 0.002, 5.0))
+    args.update(kwargs)
+    with pytest.raises(exc, match=message):
+        reference_sample(args.pop("denoiser"), args.pop("x_init"), args.pop("sigmas"), **args)
+
+
+def test_a_grid_of_one_euler_step_is_the_denoiser():
+    """Issue 12: [σ_max, 0] raised "`sigma_min` must be smaller than `sigma_max`"."""
+    den = single_gaussian()
+    x = torch.ones(3, 2, dtype=F64)
+    torch.testing.assert_close(reference_sample(den, x, [5.0, 0.0]), den(x, torch.tensor(5.0)))

@@ -258,3 +258,9 @@ def test_boundaries_of_one_step_solvers_are_the_known_values():
     theta = ((s * s_next).sqrt() - s) / (s_next - s)  # k-diffusion's midpoint √(σ σ_next)
     np.testing.assert_allclose(get_solver("dpm2").boundaries(sig, r=0.5), 1 / theta, rtol=1e-12)
     assert bool(((1 / theta > 1) & (1 / theta <= 2)).all())
+
+
+def test_records_pair_must_be_a_bool():
+    """Issue 12: records_pair="yes" was accepted (and read as true)."""
+    with pytest.raises(TypeError, match="`records_pair` must be a bool"):
+        Solver("records-pair-test", euler_step, tableau_boundaries("euler"), records_pair="yes")
