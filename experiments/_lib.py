@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stiffkit.io import cached_frame, ensure_folder, save_figure, save_frame, source_fingerprint
+from stiffkit.io import (
+    atomic_write,
+    cached_frame,
+    ensure_folder,
+    save_figure,
+    save_frame,
+    source_fingerprint,
+)
 
 __all__ = ["ROOT", "run_experiment", "cache_dir", "cached_compute", "code_fingerprint", "binned",
            "bootstrap_mean_ci"]
@@ -80,6 +87,7 @@ def run_experiment(
     full: Mapping[str, Any],
     quick: Mapping[str, Any],
     summarize: Callable[[pd.DataFrame, dict[str, Any]], str] | None = None,
+    markdown: Callable[[pd.DataFrame, dict[str, Any]], str] | None = None,
     description: str = "",
     argv: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -98,6 +106,9 @@ def run_experiment(
         ``quick`` are added from the command line).
     summarize : callable, optional
         ``summarize(df, config) -> str``, printed after the run (the one-line findings).
+    markdown : callable, optional
+        ``markdown(df, config) -> str``, written atomically to ``{out}/{name}.md`` (the
+        tables' Markdown form); its path joins ``paths``.
     argv : sequence of str, optional
         Arguments (default ``sys.argv[1:]``).
 
@@ -171,9 +182,16 @@ def run_experiment(
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         pass
     print(f"{name}: wrote {png} and {csv} in {seconds:.1f} s")
+    paths: tuple[Path, ...] = (png, csv)
+    if markdown is not None:
+        text = markdown(df, config)
+        md = atomic_write(Path(out) / f"{name}.md",
+                          lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        print(f"{name}: wrote {md}")
+        paths = (*paths, md)
     if summarize is not None:
         print(summarize(df, config))
-    return dict(config=config, frame=df, paths=(png, csv), seconds=seconds)
+    return dict(config=config, frame=df, paths=paths, seconds=seconds)
 
 
 def _mismatch(value: Any, default: Any, minimum: int = 1) -> str | None:

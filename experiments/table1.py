@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,6 @@ from _lib import run_experiment
 
 from stiffkit.diffusion.erk import W_STIFF_THEORY
 from stiffkit.diffusion.noise import run_seeds
-from stiffkit.io import atomic_write
 from stiffkit.paper.quality import (
     EXACT_LABEL,
     Method,
@@ -288,20 +286,11 @@ def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(df: pd.DataFrame, config: dict[str, Any], path: str | Path) -> Path:
-    """Write :func:`markdown` atomically to `path`."""
-    text = markdown(df, config)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the table from the command line (see the module docstring)."""
-    res = run_experiment(NAME, compute=compute, plot=plot, full=FULL, quick=QUICK,
-                         summarize=summarize, description=__doc__.splitlines()[0], argv=argv)
-    md = write_markdown(res["frame"], res["config"], Path(res["paths"][1]).with_suffix(".md"))
-    print(f"{NAME}: wrote {md}")
-    res["paths"] = (*res["paths"], md)
-    return res
+    return run_experiment(NAME, compute=compute, plot=plot, full=FULL, quick=QUICK,
+                          summarize=summarize, markdown=markdown,
+                          description=__doc__.splitlines()[0], argv=argv)
 
 
 if __name__ == "__main__":
