@@ -297,8 +297,11 @@ def test_uncached_table_blocks_agree(digits, monkeypatch):
     x = digits.sample(5, 0.2, _gen(16))
     want = digits.drift_jacobian(x, 0.2)
     monkeypatch.setattr(terms, "TABLE_BYTES", 8 * 1797 * 100)  # 19 column blocks
-    monkeypatch.setattr(digits, "_table", None)
-    torch.testing.assert_close(digits.drift_jacobian(x, 0.2), want, rtol=1e-13, atol=1e-13)
+    # A fresh mixture without its cached table (monkeypatching the shared fixture's buffer
+    # would not be undone cleanly on an nn.Module by every pytest version).
+    uncached = digits_mixture(8)
+    uncached._table = None
+    torch.testing.assert_close(uncached.drift_jacobian(x, 0.2), want, rtol=1e-13, atol=1e-13)
 
 
 # ---------------------------------------------------------------------- classes, CFG
