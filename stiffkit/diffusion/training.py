@@ -236,6 +236,18 @@ class _ExactScore:
         return out
 
 
+def ema_update(ema: torch.nn.Module, net: torch.nn.Module, t: int, gamma: float) -> None:
+    """Fold `net` into the power-function EMA `ema` after iteration `t` (0-based), in place.
+
+    ``β_t = (1 − 1/(t + 1))^(γ+1)`` (so ``β`` of the first iteration is 0: the EMA starts at
+    the network); ``ema ← β·ema + (1 − β)·net``. Shared by every trainer in the package.
+    """
+    beta = (1 - 1 / (t + 1)) ** (gamma + 1)
+    with torch.no_grad():
+        for p_ema, p_net in zip(ema.parameters(), net.parameters()):
+            p_ema.lerp_(p_net.detach(), 1 - beta)
+
+
 def _ema_snapshot(ema: EnergyDenoiser) -> EnergyDenoiser:
     snap = EnergyDenoiser(ema.dim, ema.width, ema.depth, ema.sigma_data)
     snap.load_state_dict(ema.state_dict())
@@ -299,10 +311,7 @@ def train(
         opt.step()
         net.project_weights()
         losses[t] = loss.item()
-        # Power-function EMA: β_t = (1 − 1/t)^(γ+1), t = iterations done (β_1 = 0).
-        beta = (1 - 1 / (t + 1)) ** (gamma + 1)
-        for p_ema, p_net in zip(ema.parameters(), net.parameters()):
-            p_ema.lerp_(p_net.detach(), 1 - beta)
+        ema_update(ema, net, t, gamma)
         if t + 1 in snapshots:
             kept[t + 1] = _ema_snapshot(ema)
         if progress and (t % 16 == 0 or t + 1 == config.iterations):

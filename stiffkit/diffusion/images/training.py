@@ -53,7 +53,7 @@ from stiffkit._utils import progress as progress_bar
 from stiffkit.diffusion.images.denoiser import NULL_LABEL, DigitsDenoiser
 from stiffkit.diffusion.images.pretrained import DIGITS_PRETRAINED, WEIGHTS_DIR, save_digits_model
 from stiffkit.diffusion.mixtures.digits import digits_images
-from stiffkit.diffusion.training import MAX_EMA_STD, ema_exponent
+from stiffkit.diffusion.training import MAX_EMA_STD, ema_exponent, ema_update
 
 __all__ = [
     "DIGITS_RUNS",
@@ -263,10 +263,7 @@ def train_digits(
         loss.backward()
         opt.step()
         losses[t] = loss.item()
-        beta = (1 - 1 / (t + 1)) ** (gamma + 1)  # power-function EMA (β_1 = 0)
-        with torch.no_grad():
-            for p_ema, p_net in zip(ema.parameters(), net.parameters()):
-                p_ema.lerp_(p_net, 1 - beta)
+        ema_update(ema, net, t, gamma)
         if t + 1 in snapshots:
             kept[t + 1] = _snapshot(ema)
         if progress and (t % 16 == 0 or t + 1 == config.iterations):
