@@ -20,6 +20,12 @@ FULL_RANK_MAX_DIM = 256
 _F64 = torch.float64
 
 
+def _equal_isotropic(means: torch.Tensor, std: float) -> GaussianMixture:
+    """Equal-weight components ``N(μ_k, std² I)`` at `means` ``[K, d]``."""
+    k, d = means.shape
+    return GaussianMixture(torch.ones(k), means, torch.eye(d, dtype=_F64).expand(k, d, d) * std**2)
+
+
 def ring_gmm(num: int = 8, radius: float = 1.0, std: float = 0.05) -> GaussianMixture:
     """Return ``num`` equal isotropic 2-D Gaussians (width ``std > 0``) on a circle of finite
     `radius`.
@@ -35,8 +41,7 @@ def ring_gmm(num: int = 8, radius: float = 1.0, std: float = 0.05) -> GaussianMi
     std = check_real(std, "std", lo=0, lo_open=True)
     angle = torch.arange(num, dtype=_F64) * (2 * math.pi / num)
     means = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # [num, 2]
-    covs = torch.eye(2, dtype=_F64).expand(num, 2, 2) * std**2
-    return GaussianMixture(torch.ones(num), means, covs)
+    return _equal_isotropic(means, std)
 
 
 def grid_gmm(n: int = 5, spacing: float = 0.5, std: float = 0.05) -> GaussianMixture:
@@ -53,8 +58,7 @@ def grid_gmm(n: int = 5, spacing: float = 0.5, std: float = 0.05) -> GaussianMix
     std = check_real(std, "std", lo=0, lo_open=True)
     ticks = (torch.arange(n, dtype=_F64) - (n - 1) / 2) * spacing
     means = torch.cartesian_prod(ticks, ticks)  # [n², 2]
-    covs = torch.eye(2, dtype=_F64).expand(n * n, 2, 2) * std**2
-    return GaussianMixture(torch.ones(n * n), means, covs)
+    return _equal_isotropic(means, std)
 
 
 def random_gmm(
