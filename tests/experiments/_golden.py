@@ -14,6 +14,7 @@ the float32 learned models, amplified by the samplers: see ``stiffkit.diffusion.
 After an intended change, regenerate them — and say why in the commit — with::
 
     python tests/experiments/_golden.py            # runs every quick script, writes golden/
+    python tests/experiments/_golden.py fig2 fig4  # only these scripts
 """
 
 from __future__ import annotations
@@ -93,11 +94,15 @@ def write(script: str, df: pd.DataFrame) -> Path:
     return path
 
 
-def main() -> None:
-    """Run every quick script in a fresh cache and write its golden file."""
+def main(scripts: list[str] | None = None) -> None:
+    """Run the quick `scripts` (default: all) in a fresh cache and write their golden files."""
+    scripts = scripts or list(GROUPS)
+    unknown = sorted(set(scripts) - set(GROUPS))
+    if unknown:
+        raise SystemExit(f"unknown scripts {unknown}; known: {sorted(GROUPS)}")
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, MPLBACKEND="Agg", STIFFKIT_CACHE=str(Path(tmp) / "cache"))
-        for script in GROUPS:
+        for script in scripts:
             out = Path(tmp) / script
             subprocess.run([sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick",
                             "--out", str(out)], cwd=ROOT, env=env, check=True,
@@ -106,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
