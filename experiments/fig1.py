@@ -32,15 +32,11 @@ import torch
 from _lib import binned, run_experiment
 
 from stiffkit import eig_dense, jacobian_dense
-from stiffkit.diffusion.mixtures.tree import (
-    TREE_DEPTH,
-    TREE_POINTS_PER_BRANCH,
-    _tree_components,
-)
+from stiffkit.diffusion.mixtures.tree import TREE_DEPTH, TREE_POINTS_PER_BRANCH
 from stiffkit.diffusion.noise import mixture_samples, sub_seed
 from stiffkit.diffusion.samplers import sample
 from stiffkit.estimators.lte import reference_step
-from stiffkit.paper.toy import toy_world
+from stiffkit.paper.toy import toy_world, tree_branch_depths, tree_branches
 
 NAME = "fig1"
 #: Stiffness measures a plot can colour by: |λ_max| or h·|λ_max|.
@@ -74,51 +70,6 @@ def _seeds(seed: int, stream: int, n: int, salt: int = 0) -> list[int]:
     """Return ``n`` per-sample seeds of one stream (sample i independent of ``n``)."""
     base = sub_seed(np.random.SeedSequence([seed, stream, salt]))
     return [(base + 7919 * i) % 2**63 for i in range(n)]
-
-
-def _branch_depths() -> np.ndarray:
-    """Depth of each branch in the order :func:`_tree_components` grows them (pre-order)."""
-    out: list[int] = []
-
-    def grow(depth: int) -> None:
-        if depth >= TREE_DEPTH:
-            return
-        out.append(depth)
-        grow(depth + 1)  # child with sign +1
-        grow(depth + 1)  # child with sign −1
-
-    grow(0)
-    return np.array(out)
-
-
-def branch_geometry() -> pd.DataFrame:
-    """Return class A's branches: centre, unit direction, normal, clean width, clearance.
-
-    Each branch is ``TREE_POINTS_PER_BRANCH`` consecutive components on a segment
-    (docs/theory/toy_world.md, eq. (2)), so the centre is their mean and the direction that of
-    the first → last mean. The width is the clean standard deviation across the branch,
-    ``sqrt(nᵀ Σ n)``; the clearance
-    is the distance, in widths, from the centre to the nearest component of another branch
-    within a strip of ±3 widths around the perpendicular line.
-    """
-    _, means, covs = _tree_components()["A"]
-    depth = _branch_depths()
-    nb = len(depth)
-    m = means.reshape(nb, TREE_POINTS_PER_BRANCH, 2)
-    c = covs.reshape(nb, TREE_POINTS_PER_BRANCH, 2, 2)
-    centre = m.mean(axis=1)
-    u = m[:, -1] - m[:, 0]
-    u = u / np.linalg.norm(u, axis=1, keepdims=True)
-    n = np.stack([-u[:, 1], u[:, 0]], axis=1)
-    width = np.sqrt(np.einsum("bi,bij,bj->b", n, c[:, 0], n))
-    clearance = np.empty(nb)
-    for b in range(nb):
-        rel = np.delete(m, b, axis=0).reshape(-1, 2) - centre[b]
-        strip = np.abs(rel @ u[b]) < 3 * width[b]
-        clearance[b] = np.abs(rel[strip] @ n[b]).min() / width[b] if strip.any() else np.inf
-    return pd.DataFrame(dict(branch=np.arange(nb), depth=depth, cx=centre[:, 0], cy=centre[:, 1],
-                             ux=u[:, 0], uy=u[:, 1], nx=n[:, 0], ny=n[:, 1], width=width,
-                             clearance=clearance))
 
 
 def _chosen_branches(geometry: pd.DataFrame, thin_depth: int) -> dict[str, pd.Series]:
@@ -165,7 +116,7 @@ def _line_rows(world, sigmas: torch.Tensor, config: dict[str, Any], bar) -> list
     i = config["line_step"]
     sigma, h = float(sigmas[i]), float(sigmas[i] - sigmas[i + 1])
     learned = lambda s, y: world.main.drift(y, s)  # noqa: E731
-    for kind, br in _chosen_branches(branch_geometry(), config["thin_depth"]).items():
+    for kind, br in _chosen_branches(tree_branches(), config["thin_depth"]).items():
         centre = torch.tensor([[br.cx, br.cy]], dtype=torch.float64)
         n = torch.tensor([br.nx, br.ny], dtype=torch.float64)
         half = LINE_HALF_WIDTHS * math.hypot(br.width, sigma)
@@ -243,7 +194,7 @@ def compute(config: dict[str, Any]) -> pd.DataFrame:
     if config["line_step"] not in config["map_steps"]:  # the summary reads its map
         raise ValueError(f"`line_step` = {config['line_step']} must be one of `map_steps` = "
                          f"{config['map_steps']}.")
-    depth = _branch_depths()
+    depth = tree_branch_depths()
     total = len(config["map_steps"]) + 2 + 3
     with tqdm(total=total, desc=NAME, unit="stage") as bar:
         rows = _map_rows(world, sigmas, config, depth, bar)

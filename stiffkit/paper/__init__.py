@@ -4,13 +4,13 @@ Built on the toolkit (:mod:`stiffkit.diffusion`, :mod:`stiffkit.estimators`), us
 scripts in ``experiments/`` and by ``paper_repro.ipynb``:
 
 * :mod:`~stiffkit.paper.toy` — :func:`toy_world`: the exact tree mixtures, the learned models
-  and the guidance weights in one object;
+  and the guidance weights in one object; :func:`tree_branches`: the tree's branch geometry;
 * :mod:`~stiffkit.paper.alignment` — per-step eigenvector alignment along Heun trajectories
   (Figs. 2–3);
 * :mod:`~stiffkit.paper.quality` — sampler-quality runs at the paper's settings (Fig. 4,
   Table 1).
 """
 
-from stiffkit.paper.toy import ToyWorld, toy_world
+from stiffkit.paper.toy import ToyWorld, toy_world, tree_branch_depths, tree_branches
 
-__all__ = ["ToyWorld", "toy_world"]
+__all__ = ["ToyWorld", "toy_world", "tree_branches", "tree_branch_depths"]

@@ -13,17 +13,21 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from stiffkit._utils import check_real
 from stiffkit.diffusion.guidance import Guided
 from stiffkit.diffusion.mixtures import GaussianMixture, tree_gmm
+from stiffkit.diffusion.mixtures.tree import TREE_DEPTH, TREE_POINTS_PER_BRANCH, _tree_components
 from stiffkit.diffusion.models import EnergyDenoiser, load_pretrained
 from stiffkit.diffusion.noise import mixture_samples
 from stiffkit.diffusion.schedules import SIGMA_MIN, TOY_SIGMA_MAX, edm_sigmas
 
-__all__ = ["ToyWorld", "toy_world", "GUIDANCE_WEIGHTS", "GUIDED_METHODS"]
+__all__ = ["ToyWorld", "toy_world", "tree_branches", "tree_branch_depths", "GUIDANCE_WEIGHTS",
+           "GUIDED_METHODS"]
 
 #: Guidance weights of the autoguidance toy (Karras et al. 2024): CFG 4, AG 3 (EDM2 convention).
 GUIDANCE_WEIGHTS = {"cfg": 4.0, "ag": 3.0}
@@ -108,3 +112,52 @@ def toy_world(dtype: torch.dtype = torch.float32) -> ToyWorld:
         ag_guide=load_pretrained("ag_guide", dtype=dtype),
         cfg_guide=load_pretrained("cfg_guide", dtype=dtype),
     )
+
+
+def tree_branch_depths() -> np.ndarray:
+    """Return the depth of each of class A's branches, in the order the tree grows them.
+
+    Pre-order: a branch, then its two children (sign +1 first), as the tree mixture builds
+    its components, ``TREE_POINTS_PER_BRANCH`` consecutive ones per branch.
+    """
+    out: list[int] = []
+
+    def grow(depth: int) -> None:
+        if depth >= TREE_DEPTH:
+            return
+        out.append(depth)
+        grow(depth + 1)  # child with sign +1
+        grow(depth + 1)  # child with sign −1
+
+    grow(0)
+    return np.array(out)
+
+
+def tree_branches() -> pd.DataFrame:
+    """Return class A's branches: centre, unit direction, normal, clean width, clearance.
+
+    Each branch is ``TREE_POINTS_PER_BRANCH`` consecutive components on a segment
+    (docs/theory/toy_world.md, eq. (2)), so the centre is their mean and the direction that of
+    the first → last mean. The width is the clean standard deviation across the branch,
+    ``sqrt(nᵀ Σ n)``; the clearance
+    is the distance, in widths, from the centre to the nearest component of another branch
+    within a strip of ±3 widths around the perpendicular line.
+    """
+    _, means, covs = _tree_components()["A"]
+    depth = tree_branch_depths()
+    nb = len(depth)
+    m = means.reshape(nb, TREE_POINTS_PER_BRANCH, 2)
+    c = covs.reshape(nb, TREE_POINTS_PER_BRANCH, 2, 2)
+    centre = m.mean(axis=1)
+    u = m[:, -1] - m[:, 0]
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    n = np.stack([-u[:, 1], u[:, 0]], axis=1)
+    width = np.sqrt(np.einsum("bi,bij,bj->b", n, c[:, 0], n))
+    clearance = np.empty(nb)
+    for b in range(nb):
+        rel = np.delete(m, b, axis=0).reshape(-1, 2) - centre[b]
+        strip = np.abs(rel @ u[b]) < 3 * width[b]
+        clearance[b] = np.abs(rel[strip] @ n[b]).min() / width[b] if strip.any() else np.inf
+    return pd.DataFrame(dict(branch=np.arange(nb), depth=depth, cx=centre[:, 0], cy=centre[:, 1],
+                             ux=u[:, 0], uy=u[:, 1], nx=n[:, 0], ny=n[:, 1], width=width,
+                             clearance=clearance))
