@@ -30,7 +30,13 @@ from stiffkit.estimators import (
     reference_step,
     stiffness_indicator,
 )
-from stiffkit.integrate import Trajectory, rk_step, solve_adaptive, solve_fixed
+from stiffkit.integrate import (
+    Trajectory,
+    regularized_solve,
+    rk_step,
+    solve_adaptive,
+    solve_fixed,
+)
 from stiffkit.tableaux import (
     ButcherTableau,
     get_tableau,
@@ -76,6 +82,7 @@ __all__ = [
     "real_stability_interval",
     "reference_step",
     "register_tableau",
+    "regularized_solve",
     "rk_step",
     "solve_adaptive",
     "solve_fixed",

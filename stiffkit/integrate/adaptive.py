@@ -1,8 +1,10 @@
 """Adaptive integration with an embedded-error step-size controller.
 
-The step is shared by the whole batch (as in torchdiffeq): the error of a step is the
-largest over samples of the per-sample RMS norm of ``(x − x̂) / (atol + rtol·max(|x₀|, |x₁|))``
-[HNW II.4 (4.11)]. A step is accepted when that norm is ≤ 1. The next step is
+The step is shared by the whole batch (as in torchdiffeq): the error of a step is, by default
+(``norm="sample"``), the largest over samples of the per-sample RMS norm of
+``(x − x̂) / (atol + rtol·max(|x₀|, |x₁|))`` [HNW II.4 (4.11)], so that every sample meets the
+tolerance; ``norm="batch_rms"`` takes torchdiffeq's one RMS over the whole batch instead. A step
+is accepted when that norm is ≤ 1. The next step is
 
 * I control: ``h · SAFETY · err^(−1/q)``,
 * PI control (Gustafsson; Hairer's DOPRI5 with β ≠ 0): ``h · SAFETY · err^(−α) · err_prev^β``
@@ -19,12 +21,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+import stiffkit.integrate.controller as ctl
 from stiffkit._utils import (
     check_batch,
     check_callable,
@@ -46,12 +49,33 @@ from stiffkit.integrate.rule import (
 from stiffkit.integrate.trajectory import Trajectory
 from stiffkit.tableaux import ButcherTableau, get_tableau
 
-__all__ = ["AdaptiveSolution", "StiffnessDetected", "solve_adaptive", "error_norm",
-           "initial_step", "stiffness_threshold"]
+__all__ = ["AdaptiveSolution", "NORMS", "StepHook", "StiffnessDetected", "solve_adaptive",
+           "error_norm", "initial_step", "stiffness_threshold"]
 
 #: Smallest relative tolerance, in units of the dtype's machine epsilon (scipy uses 100 too):
 #: below it the embedded error estimate is roundoff and the step size collapses.
 MIN_RTOL_ULPS = 100.0
+#: Error norms of the step-size control: the largest per-sample RMS, or one RMS over the batch.
+NORMS = ("sample", "batch_rms")
+#: ``hook(n, t, h, step, k_new, err)`` after accepted step `n` (see :func:`solve_adaptive`).
+StepHook = Callable[[int, float, float, RKStep, Tensor, Tensor], None]
+
+
+@dataclass(frozen=True)
+class _TorchdiffeqController:
+    """torchdiffeq 0.2's ``_optimal_step_size``: ``SAFETY · err^(−1/q)`` clamped to ``[1, MAX]``
+    after an accepted step (none shrinks), to ``[MIN, MAX]`` after a rejected one."""
+
+    q: int
+
+    def decide(self, err: float, err_prev: float, last_rejected: bool) -> ctl.ControllerDecision:
+        err = err if math.isfinite(err) else math.inf
+        factor = (ctl.MAX_FACTOR if err == 0 else ctl.MIN_FACTOR if err == math.inf
+                  else ctl.SAFETY * err ** (-1.0 / self.q))
+        low = 1.0 if err <= 1.0 else ctl.MIN_FACTOR
+        return ctl.ControllerDecision(err <= 1.0, min(ctl.MAX_FACTOR, max(low, factor)), err_prev)
+
+
 @dataclass(frozen=True, eq=False)
 class AdaptiveSolution:
     """Result of :func:`solve_adaptive`.
@@ -78,10 +102,15 @@ class AdaptiveSolution:
 
 
 def error_norm(error: Tensor, x0: Tensor, x1: Tensor, rtol: float, atol: float) -> Tensor:
-    """Return the per-sample RMS of the scaled error, ``[batch, *dims] -> [batch]``."""
+    """Return the per-sample RMS of the scaled error, ``[batch, *dims] -> [batch]``.
+
+    Differentiable, with gradient 0 (not NaN) where a sample's error is exactly 0; NaN stays NaN.
+    """
     scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
     ratio = (error / scale).reshape(error.shape[0], -1)
-    return ratio.pow(2).mean(dim=1).sqrt()
+    ms = ratio.pow(2).mean(dim=1)
+    positive = ms > 0
+    return torch.where(positive, torch.where(positive, ms, 1.0).sqrt(), ms)
 
 
 def initial_step(
@@ -89,12 +118,13 @@ def initial_step(
     atol: float,
 ) -> float:
     """Hairer's starting step size [HNW II.4, p. 169]; costs one evaluation of `f`."""
+    x0, f0 = x0.detach(), f0.detach()
     scale = atol + rtol * x0.abs()
     d0 = float((x0 / scale).pow(2).mean().sqrt())
     d1 = float((f0 / scale).pow(2).mean().sqrt())
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     x1 = x0 + direction * h0 * f0
-    f1 = f(t0 + direction * h0, x1)
+    f1 = f(t0 + direction * h0, x1).detach()
     d2 = float(((f1 - f0) / scale).pow(2).mean().sqrt()) / h0
     if max(d1, d2) <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
@@ -118,6 +148,8 @@ def solve_adaptive(
     use_aux_error: bool = False,
     on_stiff: str = "warn",
     stiffness_rule: StiffnessRule | None = None,
+    norm: str = "sample",
+    step_hook: StepHook | None = None,
 ) -> AdaptiveSolution:
     """Integrate ``dx/dt = f(t, x)`` over `t_span` with error-controlled steps.
 
@@ -133,8 +165,10 @@ def solve_adaptive(
         An embedded pair (must have ``b_hat``).
     rtol, atol : float
         Relative and absolute tolerances (positive).
-    controller : {"pi", "i"}
-        Step-size controller.
+    controller : {"pi", "i", "torchdiffeq"}
+        Step-size controller: :class:`~stiffkit.integrate.controller.StepController`'s PI or I
+        control, or torchdiffeq's I control, under which accepted steps never shrink (with
+        ``norm="batch_rms"`` the number of evaluations of torchdiffeq's dopri5).
     t_eval : sequence, optional
         Times at which to report the solution (within `t_span`, monotone).
     h0 : float, optional
@@ -154,6 +188,19 @@ def solve_adaptive(
     stiffness_rule : StiffnessRule, optional
         The rule; default DOPRI5's counts with
         :func:`~stiffkit.integrate.rule.stiffness_threshold` of `tableau`.
+    norm : {"sample", "batch_rms"}
+        Step-size control's error norm. "sample" (default): the largest per-sample RMS, so
+        every sample meets the tolerance whatever else shares its batch. "batch_rms":
+        torchdiffeq's one RMS over the whole batch, ``sqrt(mean_s err_s²)`` — fewer steps (with
+        ``controller="torchdiffeq"``, torchdiffeq's dopri5 NFE), but a sample's error then
+        depends on its batch-mates and may exceed the tolerance by up to ``sqrt(batch)``.
+    step_hook : callable, optional
+        Called as ``step_hook(n, t, h, step, k_new, err)`` after accepted step `n` (0-based):
+        the end time `t`, the signed step size `h` (floats), the :class:`~stiffkit.integrate.
+        rk.RKStep`, ``k_new = f(t, step.x)`` (the next step's first stage, already computed
+        by every tableau, FSAL or not) and the per-sample error norm ``err`` ``[batch]``,
+        tensors with their autograd graphs (:func:`~stiffkit.integrate.regularized.
+        regularized_solve` sums regularisers from them). It costs no evaluation of `f`.
 
     Returns
     -------
@@ -169,7 +216,7 @@ def solve_adaptive(
         are not positive real numbers,
         a `t_span` that is not a pair of different finite ends, a `t_eval` that is empty,
         non-finite, not monotone or outside `t_span`, a `max_steps` that is not a positive
-        integer, an unknown `controller` or `on_stiff`.
+        integer, an unknown `controller`, `on_stiff` or `norm`.
     StiffnessDetected
         With ``on_stiff="raise"``, when the stiffness rule fires.
     RuntimeError
@@ -193,8 +240,8 @@ def solve_adaptive(
                       f"(the error estimate is roundoff there); using rtol = {min_rtol:.3g}.",
                       RuntimeWarning, stacklevel=2)
         rtol = min_rtol
-    if not isinstance(controller, str):
-        raise ValueError(f"`controller` must be 'pi' or 'i', got {controller!r}.")
+    if not isinstance(controller, str) or controller.lower() not in ("pi", "i", "torchdiffeq"):
+        raise ValueError(f"`controller` must be 'pi', 'i' or 'torchdiffeq', got {controller!r}.")
     if use_aux_error and tab.b_hat_aux is None:
         raise ValueError(f"`use_aux_error` needs `b_hat_aux`; {tab.name!r} has none.")
     if isinstance(t_span, str) or not hasattr(t_span, "__len__") or len(t_span) != 2:
@@ -224,12 +271,17 @@ def solve_adaptive(
         check_positive(h0, "h0")
     if on_stiff not in ON_STIFF:
         raise ValueError(f"`on_stiff` must be one of {ON_STIFF}, got {on_stiff!r}.")
+    if norm not in NORMS:
+        raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}.")
+    if step_hook is not None:
+        check_callable(step_hook, "step_hook")
     if stiffness_rule is not None and not isinstance(stiffness_rule, StiffnessRule):
         raise TypeError(f"`stiffness_rule` must be a StiffnessRule, got "
                         f"{type(stiffness_rule).__name__}.")
 
     q = min(tab.order, tab.embedded_order) + 1
-    control = StepController(q, controller.lower())
+    control = (_TorchdiffeqController(q) if controller.lower() == "torchdiffeq"
+               else StepController(q, controller.lower()))
     pair = pair_stage_index(tab)
     watch = _StiffnessWatch(tab, pair, stiffness_rule, on_stiff, x0.shape[0])
     aux_w = None
@@ -286,7 +338,8 @@ def solve_adaptive(
             e3 = error_norm(aux_error, x, step.x, rtol, atol)
             denom = torch.sqrt(err**2 + 0.01 * e3**2)
             err = torch.where(denom > 0, err**2 / denom.clamp_min(1e-300), err)
-        err_max = float(err.max())
+        err_d = err.detach()
+        err_max = float(err_d.max() if norm == "sample" else err_d.pow(2).mean().sqrt())
         last_nonfinite = not math.isfinite(err_max)
         decision = control.decide(err_max, err_prev, last_rejected)
         if decision.accept:
@@ -307,6 +360,8 @@ def solve_adaptive(
                 nfe += 1
             if watch.active:
                 watch.after_step(accepted, t, h, step, k1)
+            if step_hook is not None:
+                step_hook(accepted, t, direction * h, step, k1, err)
             accepted += 1
             last_rejected = False
             if t == target:

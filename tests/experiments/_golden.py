@@ -44,6 +44,11 @@ GROUPS: dict[str, list[str] | None] = {
     "fig4": None,
     "table1": None,
     "deis_sign": None,
+    "digits_table": None,
+    "digits_grid": None,
+    "node_regularization": None,
+    "digits_alignment": ["model", "num_steps", "step"],
+    "digits_samples": None,
 }
 
 
