@@ -205,7 +205,7 @@ def arpack_eig(
     f: Drift, t: Any, x: Tensor, *, k: int = 1, symmetric: bool = False,
     tol: float | None = None, which: str = "LM", v0: Tensor | None = None,
     max_iter: int | None = None, generator: torch.Generator | None = None,
-    jvp_method: str = "auto",
+    jvp_method: str = "auto", ncv: int | None = None,
 ) -> EigResult:
     """Find `k` eigenpairs per sample with ARPACK (``eigsh`` if `symmetric`, else ``eigs``).
 
@@ -235,6 +235,10 @@ def arpack_eig(
     generator : torch.Generator, optional
     jvp_method : str
         Passed to :func:`~stiffkit.estimators.jvp.jvp_operator`.
+    ncv : int, optional
+        Krylov basis size, in ``[k + 2, n]`` (scipy's default ``max(2k + 1, 20)`` when None).
+        A clustered top of the spectrum (image denoisers: a near-multiple 1/σ) needs a
+        larger one: 80 instead of 20 cut the products ~5× on the 32 × 32 digits (measured).
 
     Returns
     -------
@@ -257,6 +261,8 @@ def arpack_eig(
         max_iter = check_int(max_iter, "max_iter")
     if tol is not None:
         check_real(tol, "tol", lo=0)
+    if ncv is not None and not k + 1 < check_int(ncv, "ncv") <= n:
+        raise ValueError(f"`ncv` must be an integer in [{k + 2}, {n}], got {ncv!r}.")
     start = _random_fill(torch.zeros_like(x) if v0 is None else _check_v0(v0, x), generator)
     tol = math.sqrt(torch.finfo(x.dtype).eps) if tol is None else tol
     values = np.full((batch, k), np.nan, dtype=complex)
@@ -284,7 +290,7 @@ def arpack_eig(
             v0_i = start[i].reshape(-1).to(torch.float64).cpu().numpy()
             try:
                 lam, vec = solver(lin, k=k, which=_SCIPY_WHICH[symmetric][which], tol=tol,
-                                  maxiter=max_iter, v0=v0_i)
+                                  maxiter=max_iter, v0=v0_i, ncv=ncv)
             except sla.ArpackNoConvergence as err:
                 lam, vec, converged[i] = err.eigenvalues, err.eigenvectors, False
             except sla.ArpackError as err:  # e.g. a Jacobian that annihilates the start vector
@@ -340,6 +346,7 @@ def dominant_eig(
     f: Drift, t: Any, x: Tensor, method: str = "power", *, symmetric: bool = False,
     generator: torch.Generator | None = None, v0: Tensor | None = None,
     max_iter: int | None = None, tol: float | None = None, jvp_method: str = "auto",
+    ncv: int | None = None,
 ) -> EigResult:
     """Estimate the eigenvalue of largest modulus of ``∂f/∂x`` and its eigenvector, per sample.
 
@@ -354,6 +361,8 @@ def dominant_eig(
         Use ``eigsh``/``eigh`` (arpack, dense); power iteration ignores it.
     generator, v0, max_iter, tol, jvp_method :
         Passed to power iteration or ARPACK (None: their defaults); dense ignores them.
+    ncv : int, optional
+        ARPACK's Krylov basis size (:func:`arpack_eig`); the other methods ignore it.
 
     Returns
     -------
@@ -378,7 +387,7 @@ def dominant_eig(
                                tol=POWER_TOL if tol is None else tol, generator=generator)
     if method == "arpack":
         spec = arpack_eig(f, t, x, k=1, symmetric=symmetric, tol=tol, v0=v0, max_iter=max_iter,
-                          generator=generator, jvp_method=jvp_method)
+                          generator=generator, jvp_method=jvp_method, ncv=ncv)
     else:
         spec = eig_dense(f, t, x, symmetric=symmetric)
     values, vectors = maybe_real(spec.values[:, :1], spec.vectors[:, :1])

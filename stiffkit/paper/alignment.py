@@ -20,6 +20,9 @@ At each Heun step ``i ≥ 1`` of a sampled trajectory, everything is measured **
 
 and ``|cos|`` of each direction with the dominant eigenvector ``v₁``. The first step (no
 pair yet) and the final Euler step to σ = 0 (the drift is singular there) are skipped.
+A learned image denoiser's Jacobian is not symmetric: ``jacobian_columns`` adds columns
+computed from each reference Jacobian and the directions (e.g. ``J``'s own eigenpairs and
+singular values, experiments/digits_alignment.py).
 """
 
 from __future__ import annotations
@@ -119,6 +122,8 @@ def heun_alignment(
     lte_method: str = "rk4",
     substeps: int = REFERENCE_SUBSTEPS,
     steps: Iterable[int] | None = None,
+    jacobian_columns: Callable[[Tensor, dict[str, Tensor]], Mapping[str, np.ndarray]]
+    | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Return the eigenvector-alignment data of a Heun trajectory, one row per step and sample.
@@ -144,19 +149,25 @@ def heun_alignment(
     steps : iterable of int, optional
         Restrict to these step indices (default: every step ``1 … N−2`` that has a pair and
         does not end at σ = 0).
+    jacobian_columns : callable ``(jac [batch, n, n], vecs) -> mapping``, optional
+        Extra per-sample columns (``[batch]`` arrays, added after the others in the order
+        returned) from each step's reference Jacobian and the directions ``vecs`` (``"dx"``,
+        ``"df"``, ``"lte"`` when measured, and the `directions`; each ``[batch, *dims]``).
     progress : bool
         Show a tqdm progress bar over steps.
 
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`ALIGNMENT_COLUMNS` (LTE columns NaN when ``lte=False``) and
-        ``cos_{name}_v1`` per direction. ``df.attrs["jacobian"]`` is ``"closed-form"`` or
-        ``"jvp-dense"``.
+        Columns :data:`ALIGNMENT_COLUMNS` (LTE columns NaN when ``lte=False``),
+        ``cos_{name}_v1`` per direction, then the `jacobian_columns`.
+        ``df.attrs["jacobian"]`` is ``"closed-form"`` or ``"jvp-dense"``.
     """
     _check_heun(trajectory)
     if jacobian is not None:
         check_callable(jacobian, "jacobian")
+    if jacobian_columns is not None:
+        check_callable(jacobian_columns, "jacobian_columns")
     if directions is not None and not isinstance(directions, Mapping):
         raise TypeError(f"`directions` must map names to callables, got "
                         f"{type(directions).__name__}.")
@@ -178,7 +189,7 @@ def heun_alignment(
     f = trajectory.f
     iterator = progress_bar(step_ids, enabled=progress, desc="alignment", unit="step")
 
-    frames = []
+    frames, extra_names = [], []
     for i in iterator:
         sigma, sigma_next = times[i], times[i + 1]
         h = float(sigma - sigma_next)
@@ -207,7 +218,8 @@ def heun_alignment(
         for name, direction in directions.items():
             vecs[name] = direction(sigma, x)
         cos = {k: _numpy(v) for k, v in alignment(v1, **vecs).items()}
-
+        extra_cols = dict(jacobian_columns(jac, vecs)) if jacobian_columns is not None else {}
+        extra_names = list(extra_cols)
         lam1 = _numpy(values[:, 0])
         rho = _numpy(pair_stiffness(x, f_x, x_pair, f_pair))
         frame = {
@@ -221,10 +233,11 @@ def heun_alignment(
             "cos_lte_v1": cos["lte"] if lte else nan,
             "cos_dx_v1": cos["dx"], "cos_df_v1": cos["df"],
             **{f"cos_{name}_v1": cos[name] for name in directions},
+            **extra_cols,
         }
         frames.append(pd.DataFrame(frame))
 
-    extra = [f"cos_{name}_v1" for name in directions]
+    extra = [f"cos_{name}_v1" for name in directions] + extra_names
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=[*ALIGNMENT_COLUMNS, *extra])
     out = out[[*ALIGNMENT_COLUMNS, *extra]]
