@@ -79,6 +79,12 @@ def _sample_ids(samples, batch: int) -> np.ndarray:
     return np.where(ids < 0, ids + batch, ids)
 
 
+def _numpy(values: torch.Tensor) -> np.ndarray:
+    """Return `values` as a float64 numpy array, off the autograd graph (a drift whose
+    parameters require grad — a neural ODE in training — makes every derived tensor do)."""
+    return values.detach().double().cpu().numpy()
+
+
 def analyze(
     trajectory: Trajectory,
     *,
@@ -222,7 +228,7 @@ def analyze(
             pg, pk = trajectory.pair_states[n][sel], trajectory.pair_drifts[n][sel]
             if bool(torch.isfinite(pg).all()) and bool(torch.isfinite(pk).all()):
                 dx, df = x_next - pg, f_next - pk
-                rho = pair_stiffness(x_next, f_next, pg, pk).detach().double().numpy()
+                rho = _numpy(pair_stiffness(x_next, f_next, pg, pk))
                 cols["rho_hat"] = rho
                 cols["pair_resolved"] = np.isfinite(rho)
         rho_hat = cols.get("rho_hat", nan)
@@ -236,9 +242,9 @@ def analyze(
             val = eig.value
             # An unconverged estimate (power iteration on a dominant complex pair, say) is not
             # a number to report: NaN, with the flag in `reference_converged`.
-            converged = eig.converged.cpu().numpy()
-            lam = val.abs().double().cpu().numpy()
-            lam_re = (val.real if val.is_complex() else val).double().cpu().numpy()
+            converged = eig.converged.detach().cpu().numpy()
+            lam = _numpy(val.abs())
+            lam_re = _numpy(val.real if val.is_complex() else val)
             cols["lambda_max"] = np.where(converged, lam, np.nan)
             cols["lambda_real"] = np.where(converged, lam_re, np.nan)
             cols["h_lambda"] = h * cols["lambda_max"]
@@ -251,23 +257,23 @@ def analyze(
         if lte and not diffusion_end:
             x_ref = reference_step(f, t, x, t_next - t, method=lte_method, matrix=matrix)
             err = x_ref - x_next
-            cols["lte_norm"] = flat_norm(err).double().numpy()
+            cols["lte_norm"] = _numpy(flat_norm(err))
             if real_vector(eig) is not None:
-                cols["cos_lte_v1"] = alignment(real_vector(eig), lte=err)["lte"].double().numpy()
+                cols["cos_lte_v1"] = _numpy(alignment(real_vector(eig), lte=err)["lte"])
         # The pair lives at (t_{n+1}, x_{n+1}): compare it with v₁ there.
         if dx is not None and method is not None:
             v1_next = real_vector(eig_at(n + 1))
             if v1_next is not None:
                 al = alignment(v1_next, dx=dx, df=df)
-                cols["cos_dx_v1"] = al["dx"].double().numpy()
-                cols["cos_df_v1"] = al["df"].double().numpy()
+                cols["cos_dx_v1"] = _numpy(al["dx"])
+                cols["cos_df_v1"] = _numpy(al["df"])
 
         frame = pd.DataFrame(
             {"step": n, "sample": sample_ids, "t": float(t), "h": h, "t_next": float(t_next),
              "stability_boundary": boundary, **cols}
         )
         for name, value in trajectory.diagnostics.items():
-            frame[name] = value[n][sel].detach().double().cpu().numpy()
+            frame[name] = _numpy(value[n][sel])
         rows.append(frame)
 
     out = conform(pd.concat(rows, ignore_index=True)) if rows else conform(pd.DataFrame())

@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torchdiffeq
@@ -296,3 +297,22 @@ def test_sample_selections_that_worked_still_work():
                           ([True, False, True], [0, 2]), (np.array([1]), [1])]:
         df = analyze(traj, samples=samples, reference=None, lte=False)
         assert sorted(set(df["sample"])) == want
+
+
+@pytest.mark.parametrize("reference", ["dense", "power", "arpack", None])
+def test_drift_with_trainable_parameters(reference):
+    """A neural ODE in training: its parameters require grad, so every tensor `analyze` derives
+    from the drift does; the table must come out as for the frozen drift (it raised before)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    x0 = torch.randn(4, 3)
+    t = torch.linspace(0.0, 1.0, 6)
+    live = stiffkit.solve_fixed(lambda s, x: net(x), x0, t, "heun_euler")
+    got = stiffkit.analyze(live, reference=reference, generator=torch.Generator().manual_seed(1))
+    for p in net.parameters():
+        p.requires_grad_(False)
+    frozen = stiffkit.solve_fixed(lambda s, x: net(x), x0, t, "heun_euler")
+    want = stiffkit.analyze(frozen, reference=reference,
+                            generator=torch.Generator().manual_seed(1))
+    pd.testing.assert_frame_equal(got, want)
+    assert got["lte_norm"].notna().all()
