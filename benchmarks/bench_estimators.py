@@ -44,10 +44,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Run, parse_args, write_results  # noqa: E402
 
 import stiffkit  # noqa: E402
+from stiffkit.diffusion import digits_mixture  # noqa: E402
 from stiffkit.diffusion.mixtures import random_gmm, tree_gmm  # noqa: E402
 from stiffkit.io import save_figure  # noqa: E402
 
 SIGMA = 0.05
+#: The digits cases' noise levels: at 0.05 every exact-mixture point has collapsed onto one
+#: image (J = I/σ, a trivial spectrum); at σ = 10 the top of the spectrum is a cluster
+#: near 1/σ (the hard case of Lanczos: ~1,400 products with scipy's 20 Krylov vectors on a
+#: sampler's state, measured). The learned model at 0.5, mid-range.
+DIGITS_SIGMA, LEARNED_SIGMA = 10.0, 0.5
+#: ARPACK Krylov basis sizes of the d = 1024 digits case (None: scipy's default, 20; 80:
+#: what stiffkit.analyze uses above 64 dims).
+DIGITS_NCVS = (None, 80)
 #: Largest predicted time (s) for which the one-sample dense run at d = 4096 is measured.
 DENSE_BUDGET_S = 240.0
 #: Scaling sweep: components and covariance rank of the fixed-rank mixtures.
@@ -84,13 +93,14 @@ def _heun_pair(f, s, x, h):
     return x_h, f(s - h, x_h), x_e, f_e
 
 
-def run_case(name, gmm, batch, power_ks, dense_max_dim, repeats, seed=0):
+def run_case(name, gmm, batch, power_ks, dense_max_dim, repeats, seed=0, sigma=SIGMA,
+             jvp_method="forward", ncvs=(None,)):
     g = torch.Generator().manual_seed(seed)
-    x = gmm.sample(batch, SIGMA, generator=g)
+    x = gmm.sample(batch, sigma, generator=g).reshape(batch, -1)  # images: flattened
     d = x.shape[1]
     f = _drift(gmm)
-    s = torch.tensor(SIGMA, dtype=torch.float64)
-    truth = torch.linalg.eigvalsh(gmm.drift_jacobian(x, SIGMA)).abs().max(dim=1).values  # [batch]
+    s = torch.tensor(sigma, dtype=torch.float64)
+    truth = torch.linalg.eigvalsh(gmm.drift_jacobian(x, sigma)).abs().max(dim=1).values  # [batch]
     rows = []
 
     def add(method, est, true, seconds, products, n=batch, note="measured"):
@@ -101,27 +111,72 @@ def run_case(name, gmm, batch, power_ks, dense_max_dim, repeats, seed=0):
 
     # Pair estimate from one Heun step σ → σ(1 − 0.05): the sampler's own evaluations. The
     # pair lives at σ − h, so it is compared with the truth there.
-    h = 0.05 * SIGMA
+    h = 0.05 * sigma
     pair = _heun_pair(f, s, x, h)
     rho, sec = _timed(lambda: stiffkit.pair_stiffness(*pair), repeats)
-    jac_pair = gmm.drift_jacobian(pair[0], SIGMA - h)
+    jac_pair = gmm.drift_jacobian(pair[0], sigma - h)
     truth_pair = torch.linalg.eigvalsh(jac_pair).abs().max(dim=1).values
     add("pair", rho, truth_pair, sec, 0)
 
     v0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=x.dtype)
     for k in power_ks:
         res, sec = _timed(lambda: stiffkit.power_iteration(
-            stiffkit.jvp_operator(f, s, x, method="forward"), v0, max_iter=k, tol=0.0), repeats)
+            stiffkit.jvp_operator(f, s, x, method=jvp_method), v0, max_iter=k, tol=0.0), repeats)
         add(f"power-{k}", res.value.abs(), truth, sec, k)
-    res, sec = _timed(lambda: stiffkit.dominant_eig(f, s, x, method="arpack", symmetric=True,
-                                                    jvp_method="forward"), repeats)
-    add("arpack", res.value.abs(), truth, sec, int(res.num_products.sum()) / batch)
+    for ncv in ncvs:
+        res, sec = _timed(lambda: stiffkit.dominant_eig(f, s, x, method="arpack", symmetric=True,
+                                                        jvp_method=jvp_method, ncv=ncv), repeats)
+        add("arpack" if ncv is None else f"arpack-ncv{ncv}", res.value.abs(), truth, sec,
+            int(res.num_products.sum()) / batch)
     if d <= dense_max_dim:
         res, sec = _timed(lambda: stiffkit.dominant_eig(f, s, x, method="dense", symmetric=True,
-                                                        jvp_method="forward"), repeats)
+                                                        jvp_method=jvp_method), repeats)
         add("dense", res.value.abs(), truth, sec, d)
     else:
         rows.append(dense_one_sample(name, f, s, x[:1], truth[:1]))
+    return rows
+
+
+def run_learned_image_case(batch, power_ks, repeats, sigma=LEARNED_SIGMA, seed=0):
+    """The learned digits model (d = 64, float64): J is not symmetric, so ARPACK is ``eigs``
+    and dense is ``eig``; the truth is the largest |λ| of the dense JVP Jacobian."""
+    from stiffkit.diffusion.mixtures.digits import digits_images
+    from stiffkit.diffusion.models import load_pretrained
+    from stiffkit.diffusion.samplers import pf_ode_drift
+
+    images = digits_images(8)[0]
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(images.shape[0], generator=g)[:batch]
+    x = images[pick] + sigma * torch.randn(images[pick].shape, generator=g, dtype=torch.float64)
+    f = pf_ode_drift(load_pretrained("digits", dtype=torch.float64).unconditional())
+    s = torch.tensor(sigma, dtype=torch.float64)
+    jac = stiffkit.jacobian_dense(f, s, x)
+    truth = torch.linalg.eigvals(jac).abs().max(dim=1).values
+    asym = float((torch.linalg.matrix_norm(jac - jac.transpose(1, 2))
+                  / torch.linalg.matrix_norm(jac)).median())
+    name, d, rows = "learned-digits-d64", 64, []
+
+    def add(method, est, true, seconds, products):
+        rel = ((est - true).abs() / true).numpy()
+        rows.append(dict(case=name, d=d, method=method, median_rel_error=float(np.median(rel)),
+                         max_rel_error=float(rel.max()), seconds_per_sample=seconds / batch,
+                         products_per_sample=products, samples=batch,
+                         note=f"measured; σ = {sigma:g}, median ‖J−Jᵀ‖/‖J‖ = {asym:.3f}"))
+
+    h = 0.05 * sigma
+    pair = _heun_pair(f, s, x, h)
+    rho, sec = _timed(lambda: stiffkit.pair_stiffness(*pair), repeats)
+    truth_pair = torch.linalg.eigvals(stiffkit.jacobian_dense(f, s - h, pair[0])).abs()
+    add("pair", rho, truth_pair.max(dim=1).values, sec, 0)
+    v0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=x.dtype)
+    for k in power_ks:
+        res, sec = _timed(lambda: stiffkit.power_iteration(
+            stiffkit.jvp_operator(f, s, x, method="forward"), v0, max_iter=k, tol=0.0), repeats)
+        add(f"power-{k}", res.value.abs(), truth, sec, k)
+    for method in ("arpack", "dense"):
+        res, sec = _timed(lambda: stiffkit.dominant_eig(f, s, x, method=method, symmetric=False,
+                                                        jvp_method="forward"), repeats)
+        add(method, res.value.abs(), truth, sec, int(res.num_products.sum()) / batch)
     return rows
 
 
@@ -287,6 +342,15 @@ def main(argv=None):
     for name, gmm, batch in cases:
         rows += run_case(name, gmm, batch, ks, dense_max, repeats)
         print(f"{name}: done", flush=True)
+    # Images: the learned digits model (d = 64), and the exact 32 × 32 digits (d = 1024) —
+    # one timed run each; its JVP is double backward ("vjp": ~15× faster than forward mode
+    # through the mixture's log-sum-exp, measured), dense at d = 1024 measured.
+    rows += run_learned_image_case(1 if args.quick else 8, ks, 1)
+    print("learned-digits-d64: done", flush=True)
+    rows += run_case(f"digits-32 (σ = {DIGITS_SIGMA:g})", digits_mixture(32),
+                     1 if args.quick else 4, ks, 1024, 1, sigma=DIGITS_SIGMA, jvp_method="vjp",
+                     ncvs=DIGITS_NCVS[-1:] if args.quick else DIGITS_NCVS)
+    print("digits-32: done", flush=True)
     acc = pd.DataFrame(rows)
     sweep = scaling_sweep(sweep_dims, sweep_batch, sweep_dense_max, repeats)
     fitted = slopes(sweep)
@@ -311,6 +375,14 @@ def main(argv=None):
   products, each dominated by that per-call overhead; the O(d³) eigensolve takes over beyond
   (the dashed extrapolation uses both terms, the cubic one from a timed `eigh`). Either way
   it is d products per sample where power iteration needs k ≈ 20 and the pair none.
+"""
+    notes += f"""* Images. `learned-digits-d64`: the learned digits model (null label, float64) at
+  σ = {LEARNED_SIGMA:g} on real digits plus noise; its J is not symmetric (median ‖J−Jᵀ‖/‖J‖ in
+  the note), so ARPACK is `eigs`, dense is `eig` and the truth the largest |λ| of the dense
+  JVP Jacobian. `digits-32 (σ = {DIGITS_SIGMA:g})`: the exact 32 × 32 digits mixture
+  (d = 1024) on exact samples of p_σ, truth from its closed-form Jacobian; products by
+  double backward (`vjp`), one timed run; `arpack-ncv80` is the Krylov basis
+  `stiffkit.analyze` uses above 64 dims.
 """
     title = "Eigen-estimators: accuracy vs cost, and scaling with d"
     md = write_results(run, args.out, "estimators", title, [

@@ -4,9 +4,11 @@ The drift is a small neural ODE (a tanh MLP, 2-D state, width 64, with a contrac
 part), float64, batch 1k to 64k.
 
 * **Fixed grid.** ``stiffkit.solve_fixed(f, x0, t, "heun_euler")`` — which also records the
-  drifts, the embedded (Euler) solutions and the stage pair of every step — against
+  drifts, the embedded (Euler) solutions and the stage pair of every step — and its
+  end-point-only form ``solve_fixed(..., record=False)`` against
   ``torchdiffeq.odeint(f, x0, t, method="heun2")`` on the same grid: the same result to
-  roundoff (max abs difference printed), evaluations counted, time ratio (target ≤ 1.0).
+  roundoff (max abs difference printed; ``record=False`` bitwise equal to the recorded
+  end point), evaluations counted, time ratios (target ≤ 1.0 for ``record=False``).
 * **Adaptive.** ``stiffkit.solve_adaptive(..., "dopri5_shampine")`` against torchdiffeq's
   ``dopri5`` (the same tableau) at equal rtol = atol: evaluations counted by one wrapper,
   accepted steps, max error against a DOP853 solve at 1e-13, time ratio, and time per
@@ -72,21 +74,34 @@ def fixed_grid(batches, steps_list, repeats):
             t = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
             ours, nfe_ours = _counted(
                 lambda g: stiffkit.solve_fixed(g, x0, t, "heun_euler").states, f)
+            (final, nfe_final), nfe_counted = _counted(
+                lambda g: stiffkit.solve_fixed(g, x0, t, "heun_euler", record=False), f)
             theirs, nfe_theirs = _counted(lambda g: torchdiffeq.odeint(g, x0, t, method="heun2"), f)
             timing = compare({
                 "stiffkit": lambda: stiffkit.solve_fixed(f, x0, t, "heun_euler"),
+                "stiffkit_final": lambda: stiffkit.solve_fixed(f, x0, t, "heun_euler",
+                                                               record=False),
                 "torchdiffeq": lambda: torchdiffeq.odeint(f, x0, t, method="heun2"),
             }, repeats=repeats, warmup=1 if repeats > 1 else 0, baseline="torchdiffeq")
             med = dict(zip(timing.name, timing.median_s))
-            ratio = float(timing.paired_ratio[timing.name == "stiffkit"].iloc[0])
+            paired = dict(zip(timing.name, timing.paired_ratio))
+            ratio, final_ratio = paired["stiffkit"], paired["stiffkit_final"]
             rows.append(dict(batch=batch, steps=steps,
                              max_abs_diff=float((ours - theirs).abs().max()),
-                             stiffkit_nfe=nfe_ours, torchdiffeq_nfe=nfe_theirs,
-                             stiffkit_s=med["stiffkit"], torchdiffeq_s=med["torchdiffeq"],
-                             ratio=ratio,
+                             final_vs_record_max_abs_diff=float((final - ours[-1]).abs().max()),
+                             final_bitwise_equal=bool(torch.equal(final, ours[-1])),
+                             stiffkit_nfe=nfe_ours, final_nfe=nfe_counted,
+                             torchdiffeq_nfe=nfe_theirs,
+                             stiffkit_s=med["stiffkit"], final_s=med["stiffkit_final"],
+                             torchdiffeq_s=med["torchdiffeq"], ratio=ratio,
+                             final_ratio=final_ratio,
                              verdict=("stiffkit faster or equal" if ratio <= 1.0
-                                      else "stiffkit slower")))
-            print(f"fixed batch {batch} steps {steps}: ratio {ratio:.3f}", flush=True)
+                                      else "stiffkit slower"),
+                             final_verdict=("faster or equal" if final_ratio <= 1.0
+                                            else "slower")))
+            assert nfe_final == nfe_counted
+            print(f"fixed batch {batch} steps {steps}: ratio {ratio:.3f}, record=False "
+                  f"{final_ratio:.3f}", flush=True)
     return pd.DataFrame(rows)
 
 
@@ -102,6 +117,9 @@ def adaptive(batches, tols, repeats):
                 g, x0, (0.0, T_END), "dopri5_shampine", rtol=tol, atol=tol), f)
             theirs, nfe_theirs = _counted(lambda g: torchdiffeq.odeint(
                 g, x0, t, rtol=tol, atol=tol, method="dopri5")[-1], f)
+            rms, nfe_rms = _counted(lambda g: stiffkit.solve_adaptive(
+                g, x0, (0.0, T_END), "dopri5_shampine", rtol=tol, atol=tol, norm="batch_rms",
+                controller="torchdiffeq"), f)
             timing = compare({
                 "stiffkit": lambda: stiffkit.solve_adaptive(f, x0, (0.0, T_END), "dopri5_shampine",
                                                             rtol=tol, atol=tol),
@@ -119,6 +137,8 @@ def adaptive(batches, tols, repeats):
                 stiffkit_s=med["stiffkit"], torchdiffeq_s=med["torchdiffeq"], ratio=ratio,
                 per_nfe_ratio=per_nfe,
                 verdict="stiffkit faster or equal" if ratio <= 1.0 else "stiffkit slower",
+                batch_rms_nfe=nfe_rms, batch_rms_nfe_ratio=nfe_rms / nfe_theirs,
+                batch_rms_error=float((rms.x[-1] - exact).abs().max()),
             ))
             print(f"adaptive batch {batch} tol {tol:g}: ratio {ratio:.3f}", flush=True)
     return pd.DataFrame(rows)
@@ -139,12 +159,17 @@ def main(argv=None):
   row went.
 * Fixed grid: both take 2 evaluations per step and agree to roundoff (`max_abs_diff`).
   stiffkit additionally keeps the drift, the Euler (embedded) point and the stage pair of every
-  step in its `Trajectory` — what the stiffness analyses need.
+  step in its `Trajectory` — what the stiffness analyses need; `final_ratio` is
+  `solve_fixed(..., record=False)` (the end point only, `final_bitwise_equal` to the recorded
+  one) against torchdiffeq in the same rounds.
 * Adaptive: the controllers differ by design, so equal tolerance is not equal work.
   stiffkit's error norm is the *largest per-sample* RMS (each sample meets the tolerance),
   torchdiffeq's is one RMS over the whole batch; stiffkit therefore takes more steps at a
   given tolerance and reaches a smaller error (`*_error`, max abs vs DOP853 at 1e-13). The
   integrators' own overhead is `per_nfe_ratio` (time per evaluation, stiffkit / torchdiffeq).
+  `batch_rms_*`: the same solve with torchdiffeq's norm and controller
+  (`norm="batch_rms", controller="torchdiffeq"`); `batch_rms_nfe_ratio` is its NFE over
+  torchdiffeq's (target: within 2 %).
 """
     md = write_results(run, args.out, "integrators",
                        "stiffkit integrators vs torchdiffeq (float64 neural ODE)", [

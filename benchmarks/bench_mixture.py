@@ -12,10 +12,14 @@ float64 inputs, side by side with a straightforward dense implementation:
   all in the input's dtype. It is chunked too (``DENSE_CHUNK`` points): unchunked, its
   ``[10⁶, 2032, 2]`` float64 intermediates alone would need 32 GB per tensor.
 
+``stiffkit_f32`` is the same mixture in its float32 compute mode
+(``with_compute_dtype(torch.float32)``), for float32 inputs.
+
 Timing protocol (the machine is shared and the big rows are slow):
 
-* batch 1k and 10k — all six callables timed in alternation in one process (medians, ratio
-  ``stiffkit / dense``); extra peak RSS of one run in a forked single-thread child;
+* batch 1k and 10k — per map, dense, stiffkit and (float32 input) stiffkit_f32 timed in
+  alternation in one process (median of the within-round ratio ``stiffkit / dense``); extra
+  peak RSS of one run in a forked single-thread child;
 * batch 100k (stiffkit's three maps) and 10⁶ (the denoiser, which is what samplers call) —
   one run each in a fresh Python process that reports its own wall time and extra peak RSS
   (the peak is reset after setup via ``/proc/self/clear_refs``).
@@ -100,31 +104,40 @@ def _sample(gmm, batch, dtype):
     return gmm.sample(batch, SIGMA, generator=torch.Generator().manual_seed(0)).to(dtype)
 
 
+#: stiffkit's implementations: the default (float64 compute) and the opt-in float32 mode
+#: (``GaussianMixture.with_compute_dtype(torch.float32)``), which only float32 inputs use.
+IMPLS = {"stiffkit": torch.float64, "stiffkit_f32": torch.float32}
+
+
 def small_rows(gmm, dense, batches, repeats):
-    """All six callables, interleaved; memory in forked children."""
+    """Per map: dense, stiffkit (and its float32 mode for float32 input), interleaved;
+    memory in forked children."""
     rows = []
+    models = {name: gmm.with_compute_dtype(cdt) for name, cdt in IMPLS.items()}
     for dname, dtype in DTYPES.items():
         for batch in batches:
             x = _sample(gmm, batch, dtype)
-            ref = {op: getattr(gmm, op)(x.double(), SIGMA) for op in OPS}  # float64 reference
-            calls = {}
+            reps = repeats[batch] if isinstance(repeats, dict) else repeats
             for op in OPS:
-                calls[f"stiffkit {op}"] = (lambda op=op: getattr(gmm, op)(x, SIGMA))
-                calls[f"dense {op}"] = (lambda op=op: getattr(dense, op)(x, SIGMA))
-            timing = compare(calls, repeats=repeats, warmup=1 if repeats > 1 else 0)
-            med = dict(zip(timing.name, timing.median_s))
-            for op in OPS:
-                for impl in ("stiffkit", "dense"):
-                    name = f"{impl} {op}"
-                    out = calls[name]().double()
+                ref = getattr(gmm, op)(x.double(), SIGMA)  # float64 reference
+                calls = {"dense": lambda op=op: getattr(dense, op)(x, SIGMA)}
+                for name, model in models.items():
+                    if name == "stiffkit" or dtype == torch.float32:
+                        calls[name] = lambda op=op, model=model: getattr(model, op)(x, SIGMA)
+                timing = compare(calls, repeats=reps, warmup=1 if reps > 1 else 0,
+                                 baseline="dense")
+                med = dict(zip(timing.name, timing.median_s))
+                paired = dict(zip(timing.name, timing.paired_ratio))
+                for impl, fn in calls.items():
+                    out = fn().double()
                     rows.append(dict(
-                        dtype=dname, batch=batch, op=op, impl=impl, seconds=med[name],
-                        points_per_s=batch / med[name],
-                        peak_extra_MB=peak_memory_1t(calls[name]) / 2**20,
-                        stiffkit_vs_dense=med[f"stiffkit {op}"] / med[f"dense {op}"],
-                        max_rel_diff_vs_f64=float((out - ref[op]).abs().max()
-                                                  / ref[op].abs().max()),
-                        timing=f"interleaved, median of {repeats}"))
+                        dtype=dname, batch=batch, op=op, impl=impl,
+                        compute=("float64" if impl == "stiffkit" else dname),
+                        seconds=med[impl], points_per_s=batch / med[impl],
+                        peak_extra_MB=peak_memory_1t(fn) / 2**20,
+                        stiffkit_vs_dense=paired[impl] if impl != "dense" else math.nan,
+                        max_rel_diff_vs_f64=float((out - ref).abs().max() / ref.abs().max()),
+                        timing=f"interleaved, median of {reps}"))
             print(f"{dname} batch {batch}: done", flush=True)
     return rows
 
@@ -133,6 +146,8 @@ def one_run(op, dname, batch, threads):
     """Child mode: time one map on `batch` points and report its extra peak RSS (JSON)."""
     torch.set_num_threads(threads)
     gmm = tree_gmm("AB")
+    if dname.endswith("c"):  # float32 input, float32 compute mode
+        dname, gmm = dname[:-1], gmm.with_compute_dtype(torch.float32)
     x = _sample(gmm, batch, DTYPES[dname])
     getattr(gmm, op)(x[:64], SIGMA)  # warm up
     try:  # reset the peak-RSS high-water mark, so setup does not count (Linux >= 4.0)
@@ -158,7 +173,10 @@ def big_rows(plan, threads):
                                   env={**os.environ,
                                        "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
             res = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows.append(dict(dtype=dname, batch=batch, op=op, impl="stiffkit",
+            f32 = dname.endswith("c")
+            rows.append(dict(dtype=dname.rstrip("c"), batch=batch, op=op,
+                             impl="stiffkit_f32" if f32 else "stiffkit",
+                             compute="float32" if f32 else "float64",
                              seconds=res["seconds"], points_per_s=batch / res["seconds"],
                              peak_extra_MB=res["peak_extra"] / 2**20,
                              stiffkit_vs_dense=math.nan, max_rel_diff_vs_f64=math.nan,
@@ -176,17 +194,21 @@ def main(argv=None):
     dense = DenseMixture(gmm)
     if args.quick:
         small, repeats = [64], 1
-        big = [("float32", 256, ("denoise",))]
+        big = [("float32", 256, ("denoise",)), ("float32c", 256, ("denoise",))]
     else:
-        small, repeats = [1_000, 10_000], 3
-        big = [(d, 100_000, OPS) for d in DTYPES] + [(d, 1_000_000, ("denoise",)) for d in DTYPES]
+        small, repeats = [1_000, 10_000], {1_000: 9, 10_000: 3}
+        big = ([(d, 100_000, OPS) for d in (*DTYPES, "float32c")]
+               + [(d, 1_000_000, ("denoise",)) for d in (*DTYPES, "float32c")])
     df = pd.DataFrame(small_rows(gmm, dense, small, repeats) + big_rows(big, args.threads))
     df = df.sort_values(["dtype", "op", "batch", "impl"], kind="stable").reset_index(drop=True)
     notes = f"""
 * `stiffkit_vs_dense` = stiffkit time / dense time for the same map, dtype and batch (< 1:
-  stiffkit faster), measured side by side; `max_rel_diff_vs_f64` = max |result − stiffkit
-  float64| / max |stiffkit float64| (stiffkit computes in float64 whatever the input dtype;
-  the dense baseline computes in the input dtype).
+  stiffkit faster): the median over interleaved rounds of the within-round ratio (one
+  `compare` per map: dense, stiffkit and, for float32 input, `stiffkit_f32`);
+  `max_rel_diff_vs_f64` = max |result − stiffkit float64| / max |stiffkit float64|.
+  `compute` is the arithmetic: stiffkit's default is float64 whatever the input dtype;
+  `stiffkit_f32` is the opt-in float32 mode (`GaussianMixture.with_compute_dtype(torch.float32)`,
+  or `compute_dtype=` on construction); the dense baseline computes in the input dtype.
 * `peak_extra_MB`: extra peak RSS of one run (1k/10k: forked child, one thread; 100k and 10⁶:
   fresh process, `--threads` threads). Chunking bounds the working set, so memory stops
   growing with the batch beyond the output itself (batch·d·itemsize; batch·d² for the

@@ -11,6 +11,7 @@ products. The eigen-estimators of :mod:`stiffkit.estimators.eigen` run on top of
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,10 +52,25 @@ class JVPOperator:
     once with a random adjoint test, raising ``RuntimeError`` if double backward silently
     drops terms (which "auto" answers by falling back to "fd").
 
+    With ``method="auto"`` the operator picks the fastest exact path for its drift: the
+    first product is forward mode (falling back to double backward, then to finite
+    differences, where a kernel lacks forward-mode AD), the next two are double backward
+    (building and checking its graph, then one timed product); from the fourth product on
+    it keeps the path whose timed product was faster (:attr:`auto_choice`; the
+    ``auto_timings``). On a drift that is itself a gradient (an energy model's score)
+    forward mode is forward-over-reverse and double backward is several times cheaper;
+    on a plain network forward mode usually wins. Every path is exact, so values agree to
+    roundoff whichever is picked; pass a fixed ``method`` for bitwise-reproducible products.
+
     Attributes
     ----------
     method : str
-        Path in use: "forward", "vjp" or "fd" ("auto" until the first product resolves it).
+        Path of the latest product: "forward", "vjp" or "fd" ("auto" before the first).
+    auto_choice : str or None
+        The path "auto" settled on ("forward", "vjp" or "fd"), None while it is still
+        timing (or for a fixed method).
+    auto_timings : dict of str to float
+        Seconds of the timed product of each exact path ("auto" only).
     num_products : int
         Jacobian–vector products spent per sample so far: every call is one batched
         product, i.e. one product ``J_i v_i`` for each sample ``i``.
@@ -62,9 +78,14 @@ class JVPOperator:
         Shape ``[batch, *dims]`` and dtype of ``x``, ``v`` and ``J v``.
     """
 
-    def __init__(self, f: Drift, t: Any, x: Tensor, method: str, fd_eps: float | None):
+    def __init__(self, f: Drift, t: Any, x: Tensor, method: str, fd_eps: float | None,
+                 probe: bool = True):
         self.f, self.t, self.x = f, t, x.detach()
         self.method, self.num_products = method, 0
+        self._auto = method == "auto"
+        self._probe = probe
+        self.auto_choice: str | None = None
+        self.auto_timings: dict[str, float] = {}
         self.shape, self.dtype = self.x.shape, self.x.dtype
         self.fd_eps = fd_eps if fd_eps is not None else torch.finfo(x.dtype).eps ** (1 / 3)
         self._vjp_graph: tuple[Tensor, Tensor] | None = None
@@ -75,22 +96,49 @@ class JVPOperator:
         check_same_shape(v, self.x, "v", "x")
         if v.dtype != self.dtype:
             raise TypeError(f"`v` must have the dtype of `x` ({self.dtype}), got {v.dtype}.")
-        jv = self._auto(v) if self.method == "auto" else getattr(self, f"_{self.method}")(v)
+        if self._auto and self.auto_choice is None:
+            jv = self._auto_product(v)
+        else:
+            if self._auto:
+                self.method = self.auto_choice
+            jv = getattr(self, f"_{self.method}")(v)
         self.num_products += 1
         return check_output(jv, self.x).detach()
 
-    def _auto(self, v: Tensor) -> Tensor:
-        # Some kernels (custom autograd.Functions, some attention ops) lack forward-mode AD,
-        # and some also block double backward; fall back in order of accuracy and cost.
-        for path in ("forward", "vjp"):
-            try:
-                jv = getattr(self, f"_{path}")(v)
-            except (RuntimeError, NotImplementedError):
-                continue
-            self.method = path
-            return jv
-        self.method = "fd"
-        return self._fd(v)
+    def _auto_product(self, v: Tensor) -> Tensor:
+        """One product of "auto" while it is still choosing (see the class docstring)."""
+        if self.num_products == 0:
+            # Some kernels (custom autograd.Functions, some attention ops) lack forward-mode
+            # AD, and some also block double backward; fall back in order of accuracy.
+            for path in ("forward", "vjp"):
+                try:
+                    start = time.perf_counter()
+                    jv = getattr(self, f"_{path}")(v)
+                except (RuntimeError, NotImplementedError):
+                    continue
+                self.method = path
+                if path == "vjp" or not self._probe:  # nothing left to compare
+                    self.auto_choice = path
+                else:
+                    self.auto_timings["forward"] = time.perf_counter() - start
+                return jv
+            self.method = self.auto_choice = "fd"
+            return self._fd(v)
+        start = time.perf_counter()
+        try:
+            jv = self._vjp(v)  # the 2nd product builds and checks the graph, the 3rd is timed
+        except (RuntimeError, NotImplementedError):
+            self.method = self.auto_choice = "forward"
+            self._vjp_graph = None
+            return self._forward(v)
+        self.method = "vjp"
+        if self.num_products >= 2:
+            self.auto_timings["vjp"] = time.perf_counter() - start
+            faster = self.auto_timings["vjp"] < self.auto_timings["forward"]
+            self.auto_choice = "vjp" if faster else "forward"
+            if not faster:
+                self._vjp_graph = None  # free the stored graph
+        return jv
 
     def _forward(self, v: Tensor) -> Tensor:
         _, jv = torch.func.jvp(lambda y: check_output(self.f(self.t, y), y), (self.x,), (v,))
@@ -161,8 +209,10 @@ def jvp_operator(
         Linearisation point; detached (see :class:`JVPOperator`).
     method : {"auto", "forward", "vjp", "fd"}
         "forward": ``torch.func.jvp``. "vjp": double backward (needs no forward-mode AD).
-        "fd": central finite differences. "auto": tries forward on the first product, then
-        vjp, then fd, and records the path that worked in ``op.method``.
+        "fd": central finite differences. "auto": the fastest exact path for this drift,
+        timed on the first products (forward mode, then double backward; fd only where
+        neither works) and kept from the fourth product on (``op.auto_choice``; see
+        :class:`JVPOperator`).
     fd_eps : float, optional
         Relative step of "fd", default ``cbrt(finfo(x.dtype).eps)``.
 
@@ -202,7 +252,8 @@ def jacobian_dense(f: Drift, t: Any, x: Tensor, *, jvp_method: str = "auto") -> 
     x : Tensor ``[batch, *dims]``
         Linearisation point, ``n = prod(dims)``.
     jvp_method : {"auto", "forward", "vjp", "fd"}
-        Passed to :func:`jvp_operator`.
+        As in :func:`jvp_operator`, except that "auto" takes the first path that works
+        (forward mode, else double backward, else fd) for every column, without timing.
 
     Returns
     -------
@@ -224,7 +275,9 @@ def jacobian_dense(f: Drift, t: Any, x: Tensor, *, jvp_method: str = "auto") -> 
             f"`x` of shape {tuple(x.shape)} has n = {n} dimensions: its dense Jacobian would hold "
             f"{batch} × {n}² entries (more than {DENSE_MAX_ENTRIES:.0e}) from {n} products per "
             "sample; use a matrix-free estimate (dominant_eig method='power' or 'arpack').")
-    op = jvp_operator(f, t, x, method=jvp_method)
+    # "auto" keeps the first path that works here (forward mode where it exists): every
+    # column from the same path, and n products of a small n do not repay a timing probe.
+    op = JVPOperator(f, t, x, jvp_method, None, probe=False)
     cols = []
     for j in range(n):
         e = torch.zeros(batch, n, dtype=x.dtype, device=x.device)

@@ -68,11 +68,13 @@ class RKStep(NamedTuple):
 
 def _combine(x: Tensor, h: Tensor, coeffs, ks) -> Tensor:
     """Return ``x + h Σ coeffs_j k_j``, skipping zero coefficients."""
-    acc = None
+    acc, owned = None, False
     for a, k in zip(coeffs, ks):
         if a:
-            if acc is None:
-                acc = k * float(a)
+            if acc is None:  # a coefficient 1 takes k itself (k * 1.0 == k bit for bit)
+                acc, owned = (k, False) if a == 1 else (k * float(a), True)
+            elif not owned:  # the in-place kernel's arithmetic, out of place
+                acc, owned = torch.add(acc, k, alpha=float(a)), True
             else:
                 # In place on our own temporary only (never on inputs); autograd-safe
                 # because mul/add do not need their outputs for the backward pass.
@@ -82,6 +84,11 @@ def _combine(x: Tensor, h: Tensor, coeffs, ks) -> Tensor:
     if h.ndim == 0:
         return torch.add(x, acc, alpha=float(h)) if not h.requires_grad else x + h * acc
     return x + broadcast_per_sample(h, x) * acc
+
+
+def _stage_time(t: Tensor, c: float, h: Tensor) -> Tensor:
+    """``t + c h`` (``t`` for c = 0, ``t + h`` for c = 1: the same values, fewer operations)."""
+    return t if not c else (t + h if c == 1 else t + c * h)
 
 
 class _Coefficients(NamedTuple):
@@ -183,7 +190,7 @@ def _step(f: Drift, t: Tensor, x: Tensor, h: Tensor, tableau: ButcherTableau,
         if i == 0 and k1 is not None:
             k = k1
         else:
-            k = f(t + ci * h if ci else t, g)
+            k = f(_stage_time(t, ci, h), g)
             num_evals += 1
             check_output(k, x, same_dtype=True)
         gs.append(g)
@@ -247,7 +254,8 @@ def solve_fixed(
     *,
     record_stages: bool = False,
     callback: Callable[[int, RKStep], None] | None = None,
-) -> Trajectory:
+    record: bool = True,
+) -> Trajectory | tuple[Tensor, int]:
     """Integrate ``dx/dt = f(t, x)`` on a given time grid and record the trajectory.
 
     Parameters
@@ -264,12 +272,18 @@ def solve_fixed(
         Also keep every stage and stage argument (``stage_k``, ``stage_g``).
     callback : callable, optional
         Called as ``callback(n, step)`` after step n.
+    record : bool
+        False: keep nothing along the way and return only the end point — the same steps
+        (bitwise the same ``x_N`` as ``trajectory.states[-1]``) without the bookkeeping, for
+        callers who want the solution only; `record_stages` must then be False.
 
     Returns
     -------
     Trajectory
         States at every grid point, the drift at each step's start, embedded
         solutions (pairs), the same-time stage pair, and the evaluation count.
+    (x_N, nfe) : tuple of Tensor ``[batch, *dims]`` and int
+        With ``record=False``: the state at ``t[-1]`` and the evaluations spent.
 
     Raises
     ------
@@ -278,10 +292,15 @@ def solve_fixed(
         a grid that is not real numbers.
     ValueError
         For an empty batch, a non-finite state or grid, a grid that is not strictly monotone
-        with at least 2 points, or a solution that became NaN or Inf.
+        with at least 2 points, a solution that became NaN or Inf, or ``record=False`` with
+        ``record_stages=True``.
     """
     tableau = get_tableau(tableau)
     check_callable(f, "f")
+    if not isinstance(record, bool):
+        raise TypeError(f"`record` must be a bool, got {type(record).__name__}.")
+    if not record and record_stages:
+        raise ValueError("`record_stages=True` needs `record=True` (nothing is kept otherwise).")
     if callback is not None:
         check_callable(callback, "callback")
     check_batch(x0, "x0")
@@ -299,15 +318,14 @@ def solve_fixed(
     d = grid[1:] - grid[:-1]
     if not (bool((d > 0).all()) or bool((d < 0).all())):
         raise ValueError("`t` must be strictly monotone (increasing or decreasing).")
-
+    if not record:
+        return _solve_final(f, x0, grid, d, tableau, callback)
     pair = pair_stage_index(tableau)
     states, drifts, embedded, pair_g, pair_k, all_k, all_g = [x0], [], [], [], [], [], []
     x, k1, nfe = x0, None, 0
-    # The grid and x0 are validated once above; the steps skip rk_step's per-call checks
-    # (each one a host sync) and the states' finiteness is checked once at the end.
-    steps_h = d
+    # Inputs validated once above: the steps skip rk_step's per-call checks (host syncs).
     for n in range(grid.shape[0] - 1):
-        step = _step(f, grid[n], x, steps_h[n], tableau, k1, with_error=callback is not None)
+        step = _step(f, grid[n], x, d[n], tableau, k1, with_error=callback is not None)
         nfe += step.num_evals
         drifts.append(step.k[0])
         if step.x_hat is not None:
@@ -330,12 +348,7 @@ def solve_fixed(
     all_states = torch.stack(states)
     finite = torch.isfinite(all_states.reshape(all_states.shape[0], -1)).all(dim=1)
     if not bool(finite.all()):
-        n_bad = int((~finite).nonzero()[0, 0])
-        raise ValueError(
-            f"The solution became NaN or Inf at grid point {n_bad} (t = {float(grid[n_bad]):.6g}), "
-            f"after step {n_bad - 1}: the step size is probably outside {tableau.name!r}'s "
-            "stability region for this drift (see stiffkit.real_stability_interval)."
-        )
+        _raise_non_finite(int((~finite).nonzero()[0, 0]), grid, tableau)
     return Trajectory(
         times=grid,
         states=all_states,
@@ -350,3 +363,38 @@ def solve_fixed(
         tableau=tableau,
         nfe=nfe,
     )
+
+
+def _solve_final(f: Drift, x: Tensor, grid: Tensor, d: Tensor, tableau: ButcherTableau,
+                 callback: Callable[[int, RKStep], None] | None) -> tuple[Tensor, int]:
+    """:func:`solve_fixed`'s ``record=False`` loop: :func:`_step`'s arithmetic (``x_N`` bitwise
+    the recording path's), nothing kept (no error estimate, embedded solution or lists)."""
+    co = _coefficients(tableau)
+    k1, nfe = None, 0
+    for n, (t, h) in enumerate(zip(grid[:-1].unbind(), d.unbind())):  # 0-d views, as recorded
+        if callback is not None:  # it reads the whole step
+            step = _step(f, t, x, h, tableau, k1)
+            nfe, x, k1 = nfe + step.num_evals, step.x, (step.k[-1] if tableau.fsal else None)
+            callback(n, step)
+            continue
+        ks: list[Tensor] = []
+        for i, (row, ci) in enumerate(zip(co.A, co.c)):
+            g = _combine(x, h, row, ks)
+            if i == 0 and k1 is not None:
+                ks.append(k1)
+                continue
+            ks.append(check_output(f(_stage_time(t, ci, h), g), x, same_dtype=True))
+            nfe += 1
+        k1 = ks[-1] if tableau.fsal else None
+        x = g if tableau.fsal else _combine(x, h, co.b, ks)
+    if not bool(torch.isfinite(x).all()):
+        _raise_non_finite(grid.shape[0] - 1, grid, tableau, False)
+    return x, nfe
+
+
+def _raise_non_finite(n: int, grid: Tensor, tableau: ButcherTableau, first: bool = True) -> None:
+    where = f"at grid point {n} (t = {float(grid[n]):.6g}), after step {n - 1}" if first else \
+        f"by the end of the grid (t = {float(grid[n]):.6g})"
+    raise ValueError(f"The solution became NaN or Inf {where}: the step size is probably outside "
+                     f"{tableau.name!r}'s stability region for this drift (see "
+                     "stiffkit.real_stability_interval).")

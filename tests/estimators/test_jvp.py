@@ -112,3 +112,55 @@ def test_bad_input_is_named(call, exc, message):
     as `method`; a 10⁵-dimensional dense Jacobian ran for hours instead of refusing."""
     with pytest.raises(exc, match=message):
         call(torch.ones(2, 3, dtype=torch.float64))
+
+
+def _energy_drift(dims=DIMS):
+    """A gradient drift f = -∇E (E a tanh MLP's energy): forward mode is forward-over-reverse."""
+    mlp = make_mlp(dims)
+
+    def f(t, x):
+        return -torch.func.grad(lambda y: mlp(t, y).square().sum())(x)
+
+    return f
+
+
+@pytest.mark.parametrize("drift", ["plain", "gradient"])
+def test_auto_picks_an_exact_path_and_matches_each_forced_one(drift):
+    """'auto' times one product of forward mode and of double backward, then keeps the faster:
+    whichever it keeps, every product equals both forced paths to roundoff."""
+    f = make_mlp(DIMS) if drift == "plain" else _energy_drift()
+    x, v = point()
+    ops = {m: jvp_operator(f, T, x, method=m) for m in ("auto", "forward", "vjp")}
+    products = {m: [] for m in ops}
+    for k in range(6):
+        for m, op in ops.items():
+            products[m].append(op((k + 1.0) * v))
+    auto = ops["auto"]
+    assert auto.auto_choice in ("forward", "vjp") and auto.method == auto.auto_choice
+    assert set(auto.auto_timings) == {"forward", "vjp"}
+    assert all(t > 0 for t in auto.auto_timings.values())
+    assert auto.num_products == 6
+    for forced in ("forward", "vjp"):
+        for a, b in zip(products["auto"], products[forced]):
+            torch.testing.assert_close(a, b, rtol=AD_RTOL, atol=AD_RTOL * float(b.abs().max()))
+    # the first product is forward mode's, the next two double backward's: exactly those
+    assert torch.equal(products["auto"][0], products["forward"][0])
+    assert torch.equal(products["auto"][1], products["vjp"][1])
+    assert ops["forward"].auto_choice is None and ops["forward"].auto_timings == {}
+
+
+def test_auto_keeps_forward_mode_when_double_backward_fails():
+    x, v = point()
+    op = jvp_operator(make_mlp(DIMS, "once"), T, x, method="auto")  # no forward, no 2nd backward
+    op(v), op(v)
+    assert op.method == op.auto_choice == "fd"
+    op = jvp_operator(make_mlp(DIMS, "no_forward"), T, x, method="auto")
+    op(v)
+    assert op.method == op.auto_choice == "vjp" and op.auto_timings == {}
+
+
+def test_jacobian_dense_auto_takes_one_path_for_every_column():
+    """No timing probe in jacobian_dense: all columns come from forward mode, bit for bit."""
+    x, _ = point()
+    f = _energy_drift()
+    assert torch.equal(jacobian_dense(f, T, x), jacobian_dense(f, T, x, jvp_method="forward"))

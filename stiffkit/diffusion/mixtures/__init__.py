@@ -17,9 +17,15 @@ Every covariance is stored through its eigendecomposition ``Σ_k = U_k diag(e_k)
 included — ``C_k⁻¹ = U_k diag(1/(e_k + σ²)) U_kᵀ + (I − U_k U_kᵀ)/(τ_k² + σ²)`` and
 ``log det C_k`` cost nothing extra.
 
-All arithmetic runs in float64 whatever the input dtype, and results are cast back: at 100
-units from the tree, Mahalanobis terms reach ~10⁹ while the log-sum-exp depends on their
-O(1) differences, and the Hessian is a difference of large terms — float32 would lose both.
+By default all arithmetic runs in float64 whatever the input dtype, and results are cast
+back: at 100 units from the tree, Mahalanobis terms reach ~10⁹ while the log-sum-exp depends
+on their O(1) differences, and the Hessian is a difference of large terms — float32 loses
+digits in both. ``GaussianMixture(..., compute_dtype=torch.float32)`` (or
+``gmm.with_compute_dtype(torch.float32)``) is an opt-in float32 mode for throughput: still a
+softmax of log-densities, so finite everywhere, and within float32 roundoff near the data
+(tree, σ = 0.1: median 1e-7 relative against float64); far out the loss shows (measured at
+2,000 directions 100 units out: denoiser max 8e-4 relative, median 1e-7). Float64 stays the
+ground truth.
 
 Modules:
 

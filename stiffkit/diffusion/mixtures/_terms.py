@@ -1,16 +1,20 @@
-"""The closed-form pieces of a Gaussian mixture at one chunk of points (all float64).
+"""The closed-form pieces of a Gaussian mixture at one chunk of points.
 
 :class:`~stiffkit.diffusion.mixtures.GaussianMixture` validates its input, splits the batch
 into chunks and hands each chunk to :class:`_Terms`, which holds the quantities that every
 batched method shares (coefficients in the eigenbases, ``1/(e + σ²)``, the log
-responsibilities) and derives the score, the denoiser and the drift Jacobian from them.
+responsibilities) and derives the score, the denoiser and the drift Jacobian from them, in
+the mixture's compute dtype: float64 by default (the buffers themselves), or float32 with
+the parameters cast once and cached (:func:`_params`). Either way the responsibilities are
+a softmax of log-densities (log-sum-exp stable far from every component), and the
+residual off a low-rank eigenbasis, a difference of squared norms, is formed in float64.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
@@ -24,8 +28,42 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _F64 = torch.float64
 
 
+class _Params(NamedTuple):
+    """The mixture's parameters in one compute dtype (see :class:`GaussianMixture`)."""
+
+    weights: Tensor  # [K]
+    means: Tensor  # [K, d]
+    eigvals: Tensor  # e: [K, r]
+    eigvecs: Tensor  # U: [K, d, r]
+    floor: Tensor | None  # τ²: [K]
+    basis: Tensor  # [d, r*K]
+    mean_coef: Tensor  # Uᵀμ: [r, K]
+
+
+_NAMES = ("weights", "means", "_eigvals", "_eigvecs", "_floor", "_basis", "_mean_coef")
+
+
+def _params(gmm: GaussianMixture, dtype: torch.dtype) -> _Params:
+    """Return `gmm`'s parameters in `dtype`: its float64 buffers, or cached casts of them.
+
+    The cache is keyed by the buffers' identity and version, so ``.to(device)`` or an
+    in-place edit of a buffer invalidates it.
+    """
+    buffers = [getattr(gmm, name) for name in _NAMES]
+    if dtype == _F64:
+        return _Params(*buffers)
+    key = (dtype, tuple((id(b), b._version, b.device) if b is not None else None
+                        for b in buffers))
+    cached = getattr(gmm, "_cast_cache", None)
+    if cached is None or cached[0] != key:
+        cast = _Params(*(b.to(dtype) if b is not None else None for b in buffers))
+        object.__setattr__(gmm, "_cast_cache", (key, cast))  # not a module attribute
+        return cast
+    return cached[1]
+
+
 class _Terms:
-    """Per-chunk closed-form pieces shared by every batched method (all float64).
+    """Per-chunk closed-form pieces shared by every batched method (in ``x``'s dtype).
 
     Shapes: ``b`` = chunk, ``r`` stored eigenvectors, ``K`` components; a leading ``1``
     instead of ``b`` marks a scalar σ. Components sit in the last (contiguous) axis so the
@@ -34,23 +72,22 @@ class _Terms:
 
     def __init__(self, gmm: GaussianMixture, x: Tensor, s: Tensor) -> None:
         self.gmm, self.x, self.s = gmm, x, s
-        k, d, r = gmm._eigvecs.shape
+        self.p = p = _params(gmm, x.dtype)
+        k, d, r = p.eigvecs.shape
         s2 = s.reshape(-1, 1, 1) ** 2  # [b|1, 1, 1]
-        e = gmm._eigvals.T  # [r, K]
+        e = p.eigvals.T  # [r, K]
         # Coefficients of x − μ_k in the eigenbasis, one GEMM: [b, r, K].
-        self.coef = (x @ gmm._basis).view(-1, r, k) - gmm._mean_coef
+        self.coef = (x @ p.basis).view(-1, r, k) - p.mean_coef
         self.inv_e = 1.0 / (e + s2)  # 1/(e + σ²): [b|1, r, K]
         maha = (self.coef**2 * self.inv_e).sum(1)  # [b, K]
         logdet = torch.log(e + s2).sum(1)  # [b|1, K]
         self.inv_floor = None
-        if gmm._floor is not None:
+        if p.floor is not None:
             s2 = s2[..., 0]  # [b|1, 1]
-            self.inv_floor = 1.0 / (gmm._floor + s2)  # 1/(τ² + σ²): [b|1, K]
-            sq = (x**2).sum(-1, keepdim=True) - 2 * x @ gmm.means.T + (gmm.means**2).sum(-1)
-            resid_sq = (sq - (self.coef**2).sum(1)).clamp(min=0.0)  # |(I − UUᵀ)(x − μ_k)|²
-            maha = maha + resid_sq * self.inv_floor
-            logdet = logdet + (d - r) * torch.log(gmm._floor + s2)
-        const = torch.log(gmm.weights) - 0.5 * (logdet + d * _LOG_2PI)  # [b|1, K]
+            self.inv_floor = 1.0 / (p.floor + s2)  # 1/(τ² + σ²): [b|1, K]
+            maha = maha + _residual_sq(gmm, x, self.coef).to(x.dtype) * self.inv_floor
+            logdet = logdet + (d - r) * torch.log(p.floor + s2)
+        const = torch.log(p.weights) - 0.5 * (logdet + d * _LOG_2PI)  # [b|1, K]
         self.log_resp = torch.add(const, maha, alpha=-0.5)  # log w_k N(x; μ_k, C_k): [b, K]
 
     @functools.cached_property
@@ -70,10 +107,10 @@ class _Terms:
 
     def mean_cinv_diff(self) -> Tensor:
         """Return ``Σ_k r_k C_k⁻¹ (x − μ_k)`` (= −score), ``[b, d]``."""
-        g = self.gmm
+        g = self.p
         # coef first: the product then inherits its contiguous layout (no copy in flatten).
         a = self.coef * self._spike_gain() * self.resp[:, None, :]  # [b, r, K]
-        out = a.flatten(1) @ g._basis.T  # [b, d]
+        out = a.flatten(1) @ g.basis.T  # [b, d]
         if self.inv_floor is not None:
             rf = self.resp * self.inv_floor  # [b, K]
             out = out + rf.sum(-1, keepdim=True) * self.x - rf @ g.means
@@ -81,17 +118,17 @@ class _Terms:
 
     def denoise(self) -> Tensor:
         """Return ``Σ_k r_k (μ_k + Σ_k C_k⁻¹ (x − μ_k))``, ``[b, d]``."""
-        g = self.gmm
-        e = g._eigvals.T  # [r, K]
+        g = self.p
+        e = g.eigvals.T  # [r, K]
         if self.inv_floor is None:
             a = self.coef * (e * self.inv_e) * self.resp[:, None, :]  # [b, r, K]
-            return self.resp @ g.means + a.flatten(1) @ g._basis.T
-        shrink = g._floor * self.inv_floor  # τ²/(τ² + σ²): [b|1, K]
+            return self.resp @ g.means + a.flatten(1) @ g.basis.T
+        shrink = g.floor * self.inv_floor  # τ²/(τ² + σ²): [b|1, K]
         a = self.coef * (e * self.inv_e - shrink[:, None, :]) * self.resp[:, None, :]
         return (
             (self.resp * (1.0 - shrink)) @ g.means
             + (self.resp * shrink).sum(-1, keepdim=True) * self.x
-            + a.flatten(1) @ g._basis.T
+            + a.flatten(1) @ g.basis.T
         )
 
     def drift_jacobian(self) -> Tensor:
@@ -100,8 +137,8 @@ class _Terms:
         The covariance form of ``Σ r s sᵀ − ḡḡᵀ`` is positive semi-definite term by term,
         so nothing cancels catastrophically; roundoff asymmetry is averaged away.
         """
-        g = self.gmm
-        u, gain = g._eigvecs, self._spike_gain()
+        g = self.p
+        u, gain = g.eigvecs, self._spike_gain()
         y = torch.einsum("kdr,brk->bkd", u, gain * self.coef)  # y_k: [b, K, d]
         if self.inv_floor is not None:
             y = y + self.inv_floor[..., None] * (self.x[:, None, :] - g.means)
@@ -111,6 +148,19 @@ class _Terms:
         prec = torch.einsum("brk,kir,kjr->bij", w, u, u)  # Σ r_k C_k⁻¹: [b, d, d]
         if self.inv_floor is not None:
             iso = (self.resp * self.inv_floor).sum(-1)  # [b]
-            prec = prec + iso[:, None, None] * torch.eye(g.dim, dtype=_F64, device=u.device)
+            prec = prec + iso[:, None, None] * torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
         jac = self.s.reshape(-1, 1, 1) * (prec - cov)
         return 0.5 * (jac + jac.mT)
+
+
+def _residual_sq(gmm: GaussianMixture, x: Tensor, coef: Tensor) -> Tensor:
+    """``|(I − U_k U_kᵀ)(x − μ_k)|²`` ``[b, K]``, as a difference of squared norms in float64.
+
+    ``|x − μ_k|² − |U_kᵀ(x − μ_k)|²`` cancels where ``x − μ_k`` lies almost in the span of
+    ``U_k``; in float32 that would leave an error of ``eps · |x − μ_k|²``. The two squared
+    norms are therefore formed in float64 (a ``[b, d] × [d, K]`` product, cheaper than the
+    ``[b, d] × [d, rK]`` one of the coefficients) whatever the compute dtype.
+    """
+    x64, mu, c64 = x.to(_F64), gmm.means, coef.to(_F64)
+    sq = (x64**2).sum(-1, keepdim=True) - 2 * x64 @ mu.T + (mu**2).sum(-1)
+    return (sq - (c64**2).sum(1)).clamp(min=0.0)

@@ -9,6 +9,7 @@ batched maps and exact sampling.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -44,8 +45,9 @@ class GaussianMixture(torch.nn.Module):
 
     Calling the mixture, ``gmm(x, sigma)``, returns the exact denoiser, so it plugs into any
     sampler that takes ``denoiser(x, sigma)``. Parameters live in float64 buffers
-    (``.to(device)`` moves them); batched methods compute in float64 and return ``x.dtype``,
-    and split the batch into chunks so ``10⁶`` points × ``2032`` components fit in memory.
+    (``.to(device)`` moves them); batched methods compute in :attr:`compute_dtype` (float64
+    by default: the exact ground truth) and return ``x.dtype``, and split the batch into
+    chunks so ``10⁶`` points × ``2032`` components fit in memory.
 
     Parameters
     ----------
@@ -56,6 +58,12 @@ class GaussianMixture(torch.nn.Module):
         Symmetric positive-definite covariances of the clean components.
     chunk_size : int, optional
         Points per chunk; by default chosen so a chunk's working set is ~``CHUNK_BYTES``.
+    compute_dtype : {torch.float64, torch.float32}
+        Arithmetic of the batched maps. float32 (opt-in; :meth:`with_compute_dtype` gives a
+        float32 view of an existing mixture) is ~1.5–2× faster and accurate to float32
+        roundoff: the responsibilities stay a log-sum-exp-stable softmax of log-densities,
+        so points far from every component give finite, correct results. Sampling and the
+        parameters stay float64.
 
     Notes
     -----
@@ -64,7 +72,8 @@ class GaussianMixture(torch.nn.Module):
     needs ``σ > 0``. See :meth:`from_spectral` for large-``d`` low-rank covariances.
     """
 
-    def __init__(self, weights, means, covs, *, chunk_size: int | None = None) -> None:
+    def __init__(self, weights, means, covs, *, chunk_size: int | None = None,
+                 compute_dtype: torch.dtype = _F64) -> None:
         super().__init__()
         covs = _real64(covs, "covs")
         if covs.ndim != 3 or covs.shape[1] != covs.shape[2]:
@@ -79,12 +88,13 @@ class GaussianMixture(torch.nn.Module):
         # Numerically PD: the smallest eigenvalue must clear eigh's own roundoff.
         if not bool((eigvals[:, 0] > d * torch.finfo(_F64).eps * eigvals[:, -1]).all()):
             raise ValueError("`covs` must be positive definite.")
-        self._setup(weights, means, eigvals, eigvecs, None, chunk_size)
+        self._setup(weights, means, eigvals, eigvecs, None, chunk_size, compute_dtype)
         self.register_buffer("_covs", covs)
 
     @classmethod
     def from_spectral(
-        cls, weights, means, eigvals, eigvecs, floor=None, *, chunk_size: int | None = None
+        cls, weights, means, eigvals, eigvecs, floor=None, *, chunk_size: int | None = None,
+        compute_dtype: torch.dtype = _F64,
     ) -> GaussianMixture:
         """Build from ``Σ_k = U_k diag(e_k) U_kᵀ + τ_k² (I − U_k U_kᵀ)`` without forming ``Σ_k``.
 
@@ -99,6 +109,8 @@ class GaussianMixture(torch.nn.Module):
         floor : array_like, shape [K], optional
             Positive variance ``τ_k²`` of the orthogonal complement; required when ``r < d``.
         chunk_size : int, optional
+        compute_dtype : {torch.float64, torch.float32}
+            As in the constructor.
         """
         self = cls.__new__(cls)
         torch.nn.Module.__init__(self)
@@ -114,11 +126,12 @@ class GaussianMixture(torch.nn.Module):
         eye = torch.eye(gram.shape[-1], dtype=_F64)
         if not bool(((gram - eye).abs() <= ORTHONORMAL_ATOL).all()):
             raise ValueError("`eigvecs` must have orthonormal columns.")
-        self._setup(weights, means, eigvals, eigvecs, floor, chunk_size)
+        self._setup(weights, means, eigvals, eigvecs, floor, chunk_size, compute_dtype)
         self.register_buffer("_covs", self._materialize() if self.rank == self.dim else None)
         return self
 
-    def _setup(self, weights, means, eigvals, eigvecs, floor, chunk_size) -> None:
+    def _setup(self, weights, means, eigvals, eigvecs, floor, chunk_size, compute_dtype) -> None:
+        self.compute_dtype = _check_compute_dtype(compute_dtype)
         weights = _real64(weights, "weights")
         means = _real64(means, "means")
         k, d, r = eigvecs.shape
@@ -180,7 +193,20 @@ class GaussianMixture(torch.nn.Module):
         return 0.5 * (covs + covs.mT)
 
     def extra_repr(self) -> str:
-        return f"num_components={self.num_components}, dim={self.dim}, rank={self.rank}"
+        extra = "" if self.compute_dtype == _F64 else f", compute_dtype={self.compute_dtype}"
+        return f"num_components={self.num_components}, dim={self.dim}, rank={self.rank}{extra}"
+
+    def with_compute_dtype(self, dtype: torch.dtype) -> GaussianMixture:
+        """Return this mixture computing in `dtype` (float32 or float64), sharing its buffers.
+
+        The original is unchanged; the copy casts the parameters once, on first use.
+        """
+        other = copy.copy(self)
+        for name in ("_parameters", "_buffers", "_modules"):
+            object.__setattr__(other, name, dict(getattr(self, name)))
+        other.__dict__.pop("_cast_cache", None)
+        other.compute_dtype = _check_compute_dtype(dtype)
+        return other
 
     # ------------------------------------------------------------------ batched maps
     def log_prob(self, x: Tensor, sigma: SigmaLike) -> Tensor:
@@ -229,16 +255,16 @@ class GaussianMixture(torch.nn.Module):
         positive: bool = False,
         hessian: bool = False,
     ) -> Tensor:
-        """Validate, then apply ``fn`` to float64 chunks of ``x`` and concatenate."""
+        """Validate, then apply ``fn`` to chunks of ``x`` in the compute dtype and concatenate."""
         check_tensor(x, "x", min_ndim=2)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"`x` must have shape [batch, {self.dim}], got {tuple(x.shape)}.")
         check_finite(x, "x")
         s = _sigma_tensor(sigma, x.shape[0], positive=positive, device=x.device)
         chunk = self.chunk_size or self._default_chunk(hessian)
-        x64, batch = x.to(_F64), x.shape[0]
+        xc, batch, s = x.to(self.compute_dtype), x.shape[0], s.to(self.compute_dtype)
         if batch <= chunk:
-            return fn(_Terms(self, x64, s)).to(x.dtype)
+            return fn(_Terms(self, xc, s)).to(x.dtype)
         # Fill a preallocated result rather than torch.cat a list: small live chunk results
         # interleaved with freed chunk temporaries fragment glibc's heap in multi-threaded
         # torch (measured: RSS grew ~10 GB over 10⁶ points). Slice assignment keeps autograd
@@ -246,7 +272,7 @@ class GaussianMixture(torch.nn.Module):
         out = None
         for start in range(0, batch, chunk):
             s_chunk = s[start : start + chunk] if s.ndim else s
-            res = fn(_Terms(self, x64[start : start + chunk], s_chunk))
+            res = fn(_Terms(self, xc[start : start + chunk], s_chunk))
             if out is None:
                 out = res.new_empty((batch, *res.shape[1:]), dtype=x.dtype)
             out[start : start + chunk] = res
@@ -358,6 +384,12 @@ def _real64(value, name: str) -> Tensor:
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"`{name}` must be an array of real numbers, got "
                          f"{type(value).__name__} ({err}).") from err
+
+
+def _check_compute_dtype(dtype) -> torch.dtype:
+    if dtype not in (torch.float32, _F64):
+        raise ValueError(f"`compute_dtype` must be torch.float32 or torch.float64, got {dtype!r}.")
+    return dtype
 
 
 def _sigma_tensor(sigma: SigmaLike, batch: int, *, positive: bool, device) -> Tensor:
