@@ -398,3 +398,16 @@ def test_bad_conditional_and_noise_raise(digits):
         digits.sample_from_noise(u + 1.5, eps)
     with pytest.raises(TypeError):
         IsotropicMixture.from_spectral(None, None, None, None)
+
+
+@pytest.mark.parametrize("d", [5, 128, 300])
+def test_blocked_gram_is_exactly_symmetric_and_equals_the_product(d):
+    """The Gram branch must not depend on the GEMM rounding (i, j) and (j, i) alike (one CPU
+    of the development machines does not: the full product came out asymmetric there)."""
+    from stiffkit.diffusion.mixtures._iso_terms import _neg_gram
+
+    fac = torch.randn(3, d, 61, dtype=F64, generator=_gen(5))
+    got = _neg_gram(fac)
+    assert torch.equal(got, got.mT)
+    want = -(fac @ fac.mT)
+    assert _rel_err(got, want) < 1e-14
