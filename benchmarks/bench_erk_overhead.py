@@ -22,9 +22,9 @@ its memory does not depend on the steps), each sampler runs once more in a forke
 ``erk − plain`` and ``erk − heun`` in units of ``batch · dim · itemsize`` (one state's worth)
 — O(batch · dim) means a small constant.
 
-A second table splits the time: one denoiser evaluation, one ERK-Guid correction (the
-sampler's fused correction with the relative guard and its add, no diagnostics — what
-``sample_final`` does per step)
+A second table splits the time: one denoiser evaluation, one ERK-Guid correction
+(``erk_guid_correction`` with the relative guard, its diagnostics and the add, as the
+sampler's hot loop does it)
 and the ρ̂ diagnostic that the ``w_stiff = 0`` path computes instead, each timed back to back
 in a loop of ~20 ms; the predicted overhead over plain Heun
 ``(N − 2) · t_correction / ((2N − 1) · t_eval)`` follows (the first Heun step has no pair and
@@ -53,7 +53,7 @@ from _common import Run, parse_args, peak_memory_1t, write_results  # noqa: E402
 from _harness import compare  # noqa: E402
 
 from stiffkit._utils import flat_norm  # noqa: E402
-from stiffkit.diffusion._erk_fused import _apply_pair  # noqa: E402
+from stiffkit.diffusion.erk import erk_guid_correction  # noqa: E402
 from stiffkit.diffusion.samplers import sample_final  # noqa: E402
 from stiffkit.estimators.pair import PAIR_EPS  # noqa: E402
 from stiffkit.io import atomic_write  # noqa: E402
@@ -204,9 +204,9 @@ def split_rows(denoiser, batches, repeats, model):
         f, dx, df = (torch.randn(x.shape, generator=g, dtype=x.dtype) for _ in range(3))
         s, h = torch.tensor(1.0, dtype=x.dtype), torch.tensor(0.1, dtype=x.dtype)
 
-        def correction():  # what sample_final does per step: the fused correction and its add
-            return _apply_pair(x, f, x, (dx, df, h), w_stiff=1.0, w_con=0.5, eps=None,
-                               sign=-1.0, diagnose=False)[0]
+        def correction():  # the correction with its diagnostics and the add, as the sampler
+            corr = erk_guid_correction(f, h, w_stiff=1.0, w_con=0.5, dx=dx, df=df, sign=-1.0)
+            return x + corr.delta, corr.delta_norm
 
         parts = {
             "eval": lambda: denoiser(x, s),

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from _lib import run_experiment
+from table1 import methods_at as toy_methods_at
 
-from stiffkit.diffusion.erk import W_STIFF_THEORY
 from stiffkit.paper.digits import REAL_LABEL, best_weights, compare_digits, guidance_sweep
-from stiffkit.paper.quality import Method, paper_setting
+from stiffkit.paper.quality import Method
 
 NAME = "digits_table"
 FULL = dict(
@@ -81,25 +81,10 @@ METRICS = (("fd", "FD", 1.0, True), ("precision", "precision", 1.0, False),
 
 
 def methods_at(num_steps: int, config: dict[str, Any]) -> list[Method]:
-    """Return the table's methods at `num_steps` with their ERK-Guid settings."""
-    w_stiff, w_con = paper_setting(num_steps)
-    if num_steps == 32:
-        w_stiff = float(config["w_stiff_32"])
-    try:
-        g_stiff, g_con = paper_setting(num_steps, guided=True)
-    except ValueError:
-        g_stiff, g_con = map(float, config["guided_fallback"])
-    return [
-        Method("Heun"),
-        Method("ERK-Guid", "none", w_stiff, w_con),
-        Method("ERK-Guid (w_stiff = 1/√6)", "none", W_STIFF_THEORY, w_con),
-        Method("ERK-Guid (oracle eigenpair)", "none", w_stiff, w_con, oracle="power",
-               oracle_iter=int(config["oracle_iter"])),
-        Method("CFG", "cfg"),
-        Method("CFG + ERK-Guid", "cfg", g_stiff, g_con),
-        Method("AG", "ag"),
-        Method("AG + ERK-Guid", "ag", g_stiff, g_con),
-    ]
+    """Return the table's methods at `num_steps`: those of ``table1`` (the paper's settings,
+    1/√6, the oracle, CFG and AG ± ERK-Guid), the oracle by power iteration."""
+    return toy_methods_at(num_steps, config, oracle=dict(
+        oracle="power", oracle_iter=int(config["oracle_iter"])))
 
 
 def compute(config: dict[str, Any]) -> pd.DataFrame:

@@ -73,8 +73,14 @@ STYLES = {
 }
 
 
-def methods_at(num_steps: int, config: dict[str, Any]) -> list[Method]:
-    """Return the table's methods at `num_steps` with their ERK-Guid settings."""
+def methods_at(num_steps: int, config: dict[str, Any],
+               oracle: dict[str, Any] | None = None) -> list[Method]:
+    """Return the table's methods at `num_steps` with their ERK-Guid settings.
+
+    `oracle` holds the oracle row's eigenpair options (default: the dense Jacobian's; the
+    digits table passes power iteration's).
+    """
+    oracle = dict(oracle="dense") if oracle is None else oracle
     w_stiff, w_con = paper_setting(num_steps)
     if num_steps == 32:
         w_stiff = float(config["w_stiff_32"])
@@ -86,7 +92,7 @@ def methods_at(num_steps: int, config: dict[str, Any]) -> list[Method]:
         Method("Heun"),
         Method("ERK-Guid", "none", w_stiff, w_con),
         Method("ERK-Guid (w_stiff = 1/√6)", "none", W_STIFF_THEORY, w_con),
-        Method("ERK-Guid (oracle eigenpair)", "none", w_stiff, w_con, oracle="dense"),
+        Method("ERK-Guid (oracle eigenpair)", "none", w_stiff, w_con, **oracle),
         Method("CFG", "cfg"),
         Method("CFG + ERK-Guid", "cfg", g_stiff, g_con),
         Method("AG", "ag"),
