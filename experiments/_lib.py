@@ -31,7 +31,7 @@ from stiffkit.io import (
 )
 
 __all__ = ["ROOT", "run_experiment", "cache_dir", "cached_compute", "code_fingerprint", "binned",
-           "bootstrap_mean_ci"]
+           "bootstrap_mean_ci", "verdict"]
 
 #: Repository root (where ``figures/`` and ``experiments/`` live in a source checkout).
 ROOT = Path(__file__).resolve().parent.parent
@@ -317,3 +317,13 @@ def binned(
                          "count": int(vals.size), "mean": float(vals.mean()),
                          "ci_lo": ci_lo, "ci_hi": ci_hi, "median": float(np.median(vals))})
     return pd.DataFrame(rows)
+
+
+def verdict(a: pd.Series, b: pd.Series, col: str, lower_is_better: bool) -> str:
+    """Return "better", "worse" (non-overlapping 95 % intervals ``{col}_lo``…``{col}_hi``) or
+    "~" (overlapping) for row `a` against row `b` — the tables' comparison of two methods."""
+    if a[f"{col}_hi"] < b[f"{col}_lo"]:
+        return "better" if lower_is_better else "worse"
+    if a[f"{col}_lo"] > b[f"{col}_hi"]:
+        return "worse" if lower_is_better else "better"
+    return "~"

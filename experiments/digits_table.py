@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _lib import run_experiment
+from _lib import run_experiment, verdict
 from table1 import methods_at as toy_methods_at
 
 from stiffkit.paper.digits import REAL_LABEL, best_weights, compare_digits, guidance_sweep
@@ -264,15 +264,6 @@ def markdown(df: pd.DataFrame, config: dict[str, Any]) -> str:
         f"~20 %) and the ratio to plain Heun of the same guidance and N. 'gate on': share of "
         f"(sample, step) pairs with ρ̂ > w_con.")
     return caption + "\n\n" + "\n".join(lines) + "\n"
-
-
-def verdict(a: pd.Series, b: pd.Series, col: str, lower_is_better: bool) -> str:
-    """Return "better", "worse" (non-overlapping 95 % intervals) or "~" for `a` against `b`."""
-    if a[f"{col}_hi"] < b[f"{col}_lo"]:
-        return "better" if lower_is_better else "worse"
-    if a[f"{col}_lo"] > b[f"{col}_hi"]:
-        return "worse" if lower_is_better else "better"
-    return "~"
 
 
 def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _lib import run_experiment
+from _lib import run_experiment, verdict
 
 from stiffkit.diffusion.erk import W_STIFF_THEORY
 from stiffkit.diffusion.noise import run_seeds
@@ -280,14 +280,8 @@ def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:
             parts = []
             for col, name, scale in (("endpoint_error_mean", "endpoint", 1e3), ("sw", "SW", 1e3),
                                      ("nll_mean", "NLL", 1), ("recall", "recall", 1)):
-                lower_is_better = col != "recall"
-                if a[f"{col}_hi"] < b[f"{col}_lo"]:
-                    verdict = "better" if lower_is_better else "worse"
-                elif a[f"{col}_lo"] > b[f"{col}_hi"]:
-                    verdict = "worse" if lower_is_better else "better"
-                else:
-                    verdict = "~"
-                parts.append(f"{name} {b[col] * scale:.3g}→{a[col] * scale:.3g} ({verdict})")
+                v = verdict(a, b, col, lower_is_better=col != "recall")
+                parts.append(f"{name} {b[col] * scale:.3g}→{a[col] * scale:.3g} ({v})")
             lines.append(f"  {new} vs {old}: " + ", ".join(parts))
     return "\n".join(lines)
 

@@ -162,3 +162,13 @@ def test_a_single_value_for_a_list_is_a_list_of_one(tmp_path):
     res = run_experiment("demo1", compute=lambda c: pd.DataFrame({"a": c["steps"]}), plot=plot,
                          full=config, quick=config, argv=args)
     assert res["config"]["steps"] == [8]
+
+
+def test_verdict_reads_non_overlapping_intervals_in_the_metric_direction():
+    from _lib import verdict
+
+    low, mid, high = ({"m": v, "m_lo": v - 1, "m_hi": v + 1} for v in (0.0, 1.5, 5.0))
+    assert verdict(low, high, "m", lower_is_better=True) == "better"
+    assert verdict(low, high, "m", lower_is_better=False) == "worse"
+    assert verdict(high, low, "m", lower_is_better=True) == "worse"
+    assert verdict(low, mid, "m", lower_is_better=True) == "~"  # intervals overlap
