@@ -22,11 +22,12 @@ its memory does not depend on the steps), each sampler runs once more in a forke
 ``erk − plain`` and ``erk − heun`` in units of ``batch · dim · itemsize`` (one state's worth)
 — O(batch · dim) means a small constant.
 
-A second table splits the time: one denoiser evaluation, one ERK-Guid correction
-(``erk_guid_correction`` with the relative guard, its diagnostics and the add, as the
-sampler's hot loop does it)
-and the ρ̂ diagnostic that the ``w_stiff = 0`` path computes instead, each timed back to back
-in a loop of ~20 ms; the predicted overhead over plain Heun
+A second table splits the time: one denoiser evaluation, one ERK-Guid correction as
+``sample_final``'s loop does it (the relative guard's coefficient from squared sums and the
+add, no diagnostics), the same with ρ̂, the gate and ‖delta‖ (``sample`` or a callback,
+``correction_diagnosed``) and the ρ̂ diagnostic that the recording ``w_stiff = 0`` path
+computes instead, each timed back to back in a loop of ~20 ms; the predicted overhead over
+plain Heun
 ``(N − 2) · t_correction / ((2N − 1) · t_eval)`` follows (the first Heun step has no pair and
 the last step is Euler).
 
@@ -52,10 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Run, parse_args, peak_memory_1t, write_results  # noqa: E402
 from _harness import compare  # noqa: E402
 
-from stiffkit._utils import flat_norm  # noqa: E402
-from stiffkit.diffusion.erk import erk_guid_correction  # noqa: E402
+from stiffkit._utils import broadcast_per_sample, flat_norm, secant_ratio  # noqa: E402
+from stiffkit.diffusion.erk import _pair_coefficient, erk_guid_correction  # noqa: E402
 from stiffkit.diffusion.samplers import sample_final  # noqa: E402
-from stiffkit.estimators.pair import PAIR_EPS  # noqa: E402
 from stiffkit.io import atomic_write  # noqa: E402
 from stiffkit.paper.toy import toy_world  # noqa: E402
 
@@ -204,14 +204,21 @@ def split_rows(denoiser, batches, repeats, model):
         f, dx, df = (torch.randn(x.shape, generator=g, dtype=x.dtype) for _ in range(3))
         s, h = torch.tensor(1.0, dtype=x.dtype), torch.tensor(0.1, dtype=x.dtype)
 
-        def correction():  # the correction with its diagnostics and the add, as the sampler
-            corr = erk_guid_correction(f, h, w_stiff=1.0, w_con=0.5, dx=dx, df=df, sign=-1.0)
+        def correction():  # what sample_final's loop does: the coefficient and the add
+            coef = _pair_coefficient(f, h, dx, df, w_stiff=1.0, w_con=0.5, sign=-1.0,
+                                     state=x).coef
+            return x + broadcast_per_sample(coef, df) * df
+
+        def diagnosed():  # with ρ̂, the gate and ‖delta‖ (sample(), or a callback)
+            corr = erk_guid_correction(f, h, w_stiff=1.0, w_con=0.5, dx=dx, df=df, sign=-1.0,
+                                       eps=None, state=x)
             return x + corr.delta, corr.delta_norm
 
         parts = {
             "eval": lambda: denoiser(x, s),
             "correction": correction,
-            "rho_diagnostic": lambda: flat_norm(df) / (flat_norm(dx) + PAIR_EPS),
+            "correction_diagnosed": diagnosed,
+            "rho_diagnostic": lambda: secant_ratio(df, dx, None, scale=flat_norm(x)),
         }
         # Each timed call loops its part `reps[name]` times (~20 ms in all): back to back, as in
         # the sampler's loop. A lone sub-millisecond call right after compare()'s gc.collect()
@@ -224,6 +231,7 @@ def split_rows(denoiser, batches, repeats, model):
         med = dict(zip(timing.name, timing.median_s))
         row = dict(model=model, batch=batch, eval_us=1e6 * med["eval"],
                    correction_us=1e6 * med["correction"],
+                   correction_diagnosed_us=1e6 * med["correction_diagnosed"],
                    rho_diagnostic_us=1e6 * med["rho_diagnostic"])
         for steps in (8, 16, 32):
             row[f"predicted_overhead_{steps}"] = ((steps - 2) * med["correction"]
@@ -257,7 +265,7 @@ def profile_hot_loop(denoiser, batch=1_000, steps=16) -> str:
         stats = pstats.Stats(prof, stream=out)
         cum = {func: ct for (_, _, func), (_, _, _, ct, _) in stats.stats.items()}
         share = {name: cum.get(name, 0.0) / cum["_integrate"] for name in
-                 ("evaluate", "erk_guid_correction", "flat_norm")}
+                 ("evaluate", "_pair_coefficient", "heun_step")}
         out.write(f"\n## {label}: batch {batch}, {steps} steps, 20 runs\n"
                   + "share of _integrate's cumulative time: "
                   + ", ".join(f"{k} {100 * v:.2f} %" for k, v in share.items()) + "\n")

@@ -19,13 +19,16 @@ uses ``+1`` for DEIS, far worse on the tree: figures/deis_sign.md). On a linear 
 (:data:`W_STIFF_THEORY`).
 
 The settings are one frozen value, :class:`ErkGuid`; each sampler step hands the pair it
-already has to the driver as an :class:`ErkPair` (:mod:`stiffkit.diffusion.samplers`).
+already has to the driver as an :class:`ErkPair` (:mod:`stiffkit.diffusion.samplers`). With
+the default scale-relative guard the coefficient is formed from squared sums,
+``sign · w² h³ ⟨Δf, f⟩ / ‖Δx‖²`` (the same value, fewer tensor operations; docs/theory/
+erk_guid.md). The exact-eigenpair variant's oracles live in :mod:`stiffkit.diffusion.oracle`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -33,6 +36,7 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import (
+    RESOLUTION_ULPS,
     as_per_sample,
     broadcast_per_sample,
     check_batch,
@@ -43,6 +47,14 @@ from stiffkit._utils import (
     flat_dot,
     flat_norm,
     secant_ratio,
+)
+from stiffkit.diffusion.oracle import (
+    ORACLE_METHODS,
+    Oracle,
+    OracleSpec,
+    dominant_pair_oracle,
+    mixture_oracle,
+    resolve_oracle,
 )
 from stiffkit.estimators.pair import PAIR_EPS
 
@@ -64,13 +76,6 @@ __all__ = [
 #: The w_stiff that cancels Heun's leading LTE on a linear drift: (hλ)³/6 = w²(hλ)³.
 W_STIFF_THEORY = 1.0 / math.sqrt(6.0)
 
-#: An oracle maps ``(sigma, x)`` to the exact ``(|λ₁| [batch], v₁ [batch, *dims])``.
-Oracle = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]
-#: What ``oracle=`` accepts: None (use the pair), a method of :func:`dominant_pair_oracle`,
-#: or an :data:`Oracle`.
-OracleSpec = None | str | Oracle
-#: The named oracles: :func:`stiffkit.estimators.dominant_eig` methods.
-ORACLE_METHODS = ("dense", "power", "arpack")
 
 
 def check_correction_sign(sign: float | None) -> float | None:
@@ -210,6 +215,7 @@ def erk_guid_correction(
     sign: float = -1.0,
     eps: float | None = PAIR_EPS,
     scale: Tensor | None = None,
+    state: Tensor | None = None,
 ) -> ErkCorrection:
     """Return ERK-Guid's correction of one step (no function evaluations).
 
@@ -231,10 +237,16 @@ def erk_guid_correction(
         −1 subtracts the correction (every solver's default), +1 adds it (DEIS upstream).
     eps : float or None
         Denominator guard of the pair estimates (:data:`stiffkit.estimators.PAIR_EPS`, the
-        reference code's 1e-8), or None for the scale-relative guard, which needs `scale`:
-        an unresolved pair gets ρ̂ = NaN and no correction.
+        reference code's 1e-8), or None for the scale-relative guard, which needs `scale`
+        or `state`: an unresolved pair gets ρ̂ = NaN and no correction. With it the
+        coefficient is formed from squared sums (``w² h³ ⟨Δf, f⟩ / ‖Δx‖²``, the same value
+        to roundoff, in about half the tensor operations; in float32 a ``‖Δx‖`` below
+        ~1e-19 counts as unresolved).
     scale : Tensor, [batch], optional
-        The state's norm (``eps=None`` only).
+        The state's norm ``‖x‖`` (``eps=None`` only).
+    state : Tensor, [batch, *dims], optional
+        The step's start ``x`` itself, instead of `scale` (what the samplers pass: its
+        squared norm comes with the pair's sums).
 
     Returns
     -------
@@ -244,12 +256,14 @@ def erk_guid_correction(
     Raises
     ------
     TypeError
-        If `f`, `dx`, `df`, `rho`, `v` or `scale` is not a floating tensor, or `h` not numeric.
+        If `f`, `dx`, `df`, `rho`, `v`, `scale` or `state` is not a floating tensor, or `h`
+        not numeric.
     ValueError
         Naming the argument: an empty batch, NaN / Inf in a tensor, shapes that differ from
-        `f`'s (``[batch]`` for `rho` and `scale`), a step that is not positive and finite, a
-        negative or non-finite `w_stiff`, a non-finite `w_con`, a `sign` other than ±1, a
-        negative `eps`, neither the pair nor the oracle's `rho` and `v`.
+        `f`'s (``[batch]`` for `rho` and `scale`), both `scale` and `state`, a step that is
+        not positive and finite, a negative or non-finite `w_stiff`, a non-finite `w_con`, a
+        `sign` other than ±1, a negative `eps`, neither the pair nor the oracle's `rho` and
+        `v`.
     """
     if (rho is None or v is None) and (dx is None or df is None):
         raise ValueError("Give the pair differences `dx` and `df`, or both `rho` and `v`.")
@@ -267,8 +281,11 @@ def erk_guid_correction(
         raise ValueError(f"`sign` must be -1 or +1, got {sign!r}.")
     if eps is not None:
         check_real(eps, "eps", lo=0)
+    if scale is not None and state is not None:
+        raise ValueError("Give the state's norm `scale` or the `state`, not both.")
     for name, value, shape in (("dx", dx, f.shape), ("df", df, f.shape), ("v", v, f.shape),
-                               ("rho", rho, f.shape[:1]), ("scale", scale, f.shape[:1])):
+                               ("rho", rho, f.shape[:1]), ("scale", scale, f.shape[:1]),
+                               ("state", state, f.shape)):
         if value is not None:
             check_tensor(value, name)
             if value.shape != shape:
@@ -277,80 +294,77 @@ def erk_guid_correction(
             check_finite(value, name)
     check_finite(f, "f")
     return _correction(f, h, w_stiff=w_stiff, w_con=w_con, dx=dx, df=df, rho=rho, v=v,
-                       sign=sign, eps=eps, scale=scale)
+                       sign=sign, eps=eps, scale=scale, state=state)
+
+
+class _PairCoefficient(NamedTuple):
+    """The relative-guard correction ``delta = coef · df`` and what it was decided from."""
+
+    coef: Tensor  # [batch]
+    gate: Tensor  # [batch] bool: resolved and ρ̂ > w_con
+    resolved: Tensor  # [batch] bool: ‖Δx‖ above the state's roundoff floor
+    dx2: Tensor  # [batch] ‖Δx‖²
+    df2: Tensor  # [batch] ‖Δf‖²
+
+
+@functools.lru_cache(maxsize=16)
+def _ones(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A cached vector of `n` ones: the row sums of :func:`_pair_coefficient`'s products."""
+    return torch.ones(n, dtype=dtype, device=device)
+
+
+def _pair_coefficient(f: Tensor, h: float | Tensor, dx: Tensor, df: Tensor, *, w_stiff: float,
+                      w_con: float, sign: float, scale: Tensor | None = None,
+                      state: Tensor | None = None) -> _PairCoefficient:
+    """The correction's coefficient with the scale-relative guard, from squared sums.
+
+    Substituting ρ̂ and v̂ into the module docstring's formula,
+    ``h z ⟨v̂, f⟩ v̂ = w² h³ ρ̂² ⟨Δf, f⟩ Δf / ‖Δf‖² = w² h³ ⟨Δf, f⟩ Δf / ‖Δx‖²``: one
+    coefficient per sample from ``‖Δx‖²``, ``‖Δf‖²`` and ``⟨Δf, f⟩`` (and ``‖x‖²`` when the
+    `state` is given instead of its norm `scale`), all from one matrix–vector product of the
+    stacked elementwise products; the gate ``ρ̂ > w_con`` is ``‖Δf‖² > w_con² ‖Δx‖²``. About
+    half the tensor operations of forming ρ̂ and the norms (the samplers' hot loop). The
+    squares are in the state's dtype: in float32 a pair with ``‖Δx‖`` below ~1e-19 (its
+    square underflows) is treated as unresolved.
+    """
+    if scale is None and state is None:
+        raise ValueError("the scale-relative guard (`eps=None`) needs the states' `scale`.")
+    batch, n = f.shape[0], f[0].numel()
+    rows = [dx * dx, df * df, df * f] + ([state * state] if scale is None else [])
+    sums = torch.stack([r.reshape(batch, n) for r in rows]) @ _ones(n, f.dtype, f.device)
+    dx2, df2, dot, *rest = sums.unbind()
+    x2 = rest[0] if scale is None else scale * scale
+    floor = RESOLUTION_ULPS * torch.finfo(f.dtype).eps
+    resolved = dx2 > (floor * floor) * x2
+    gate = resolved & (df2 > (w_con * w_con) * dx2) if w_con >= 0 else resolved
+    if isinstance(h, Tensor):  # a 0-d step as a number (one factor); per sample in f's dtype
+        h = float(h) if h.ndim == 0 else h.to(f.dtype)
+    coef = torch.where(gate, dot / dx2 * (sign * w_stiff * w_stiff * h**3), 0.0)
+    return _PairCoefficient(coef, gate, resolved, dx2, df2)
 
 
 def _correction(f: Tensor, h: float | Tensor, *, w_stiff: float, w_con: float,
                 dx: Tensor | None = None, df: Tensor | None = None, rho: Tensor | None = None,
                 v: Tensor | None = None, sign: float, eps: float | None,
-                scale: Tensor | None = None) -> ErkCorrection:
+                scale: Tensor | None = None, state: Tensor | None = None) -> ErkCorrection:
     """:func:`erk_guid_correction` on checked arguments (the samplers' per-step path)."""
+    if v is None and eps is None:
+        pc = _pair_coefficient(f, h, dx, df, w_stiff=w_stiff, w_con=w_con, sign=sign,
+                               scale=scale, state=state)
+        rho = torch.where(pc.resolved, (pc.df2 / pc.dx2).sqrt(), float("nan"))
+        return ErkCorrection(broadcast_per_sample(pc.coef, df) * df, rho, pc.gate.to(f.dtype),
+                             pc.coef.abs() * pc.df2.sqrt())
     norm_df = flat_norm(df) if df is not None else None
     if rho is None:
         rho = secant_ratio(df, dx, eps, norm_df=norm_df, scale=scale)
     beta = (rho > w_con).to(f.dtype)
     z = (w_stiff * h * rho) ** 2
     if v is None:
-        # v̂ = df / (‖df‖ + ε), kept implicit: delta = c·df with c = sign·h·β·z·⟨df, f⟩/(‖df‖ + ε)².
-        # Same values as forming v̂, with two fewer full-size passes (the sampler's hot loop).
-        if eps is None:  # relative guard: no correction where ρ̂ is NaN (or Δf vanishes)
-            coef = sign * h * z * flat_dot(df, f) / norm_df.square()
-            coef = torch.where(beta > 0, coef, torch.zeros_like(coef))
-        else:
-            coef = sign * h * beta * z * flat_dot(df, f) / (norm_df + eps) ** 2  # [batch]
+        # The reference code's absolute guard: v̂ = df / (‖df‖ + ε), kept implicit,
+        # delta = c·df with c = sign·h·β·z·⟨df, f⟩/(‖df‖ + ε)² (its values bit for bit).
+        coef = sign * h * beta * z * flat_dot(df, f) / (norm_df + eps) ** 2  # [batch]
         delta = broadcast_per_sample(coef, df) * df
         return ErkCorrection(delta, rho, beta, coef.abs() * norm_df)
     coef = sign * h * beta * z * flat_dot(v, f)  # [batch]
     delta = broadcast_per_sample(coef, f) * v
     return ErkCorrection(delta, rho, beta, flat_norm(delta))
-
-
-def resolve_oracle(oracle: OracleSpec, drift: Callable[[Tensor, Tensor], Tensor]) -> Oracle | None:
-    """Return the oracle callable of an :class:`ErkGuid` ``oracle`` for the drift `drift`.
-
-    A method name becomes :func:`dominant_pair_oracle` of ``drift(sigma, x)``; a callable
-    and None pass through.
-    """
-    if oracle is None or callable(oracle):
-        return oracle
-    if oracle in ORACLE_METHODS:
-        return dominant_pair_oracle(drift, oracle)
-    raise ValueError(
-        f"`oracle` must be None, 'dense', 'power', 'arpack' or a callable, got {oracle!r}."
-    )
-
-
-def dominant_pair_oracle(drift: Callable[[Tensor, Tensor], Tensor], method: str = "dense", *,
-                         symmetric: bool = True, **eig_kwargs) -> Oracle:
-    """Return an oracle from :func:`stiffkit.dominant_eig` on ``drift(sigma, x)``.
-
-    ``method`` is "dense" (exact for small dimensions), "power" or "arpack" (matrix-free);
-    probability-flow drifts of conservative denoisers have symmetric Jacobians.
-    """
-    from stiffkit.estimators.eigen import dominant_eig
-
-    def oracle(sigma: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        eig = dominant_eig(drift, sigma, x, method=method, symmetric=symmetric, **eig_kwargs)
-        value = eig.value.real if eig.value.is_complex() else eig.value
-        vector = eig.vector.real if eig.vector.is_complex() else eig.vector
-        return value.abs().to(x.dtype), vector.to(x.dtype)
-
-    return oracle
-
-
-def mixture_oracle(mixture) -> Oracle:
-    """Return the exact oracle of an (unguided) Gaussian mixture's drift.
-
-    The closed-form ``J_f`` (:meth:`GaussianMixture.drift_jacobian`) diagonalised in
-    float64 by :func:`stiffkit.estimators.spectrum.sorted_eig`.
-    """
-    from stiffkit.estimators.spectrum import sorted_eig
-
-    def oracle(sigma: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        jac = mixture.drift_jacobian(x, sigma).to(torch.float64)  # [batch, d, d]
-        values, vectors = sorted_eig(jac, symmetric=True)  # largest |λ| first
-        # v₁ in the state's shape: image-shaped mixtures (IsotropicMixture) flatten x for J.
-        vector = vectors[:, :, 0].reshape(x.shape).contiguous().to(x.dtype)
-        return values[:, 0].abs().to(x.dtype), vector
-
-    return oracle

@@ -33,9 +33,9 @@ from torch import Tensor
 
 from stiffkit._utils import check_int, check_real
 from stiffkit._utils import progress as progress_bar
-from stiffkit.diffusion.erk import ORACLE_METHODS, dominant_pair_oracle
 from stiffkit.diffusion.metrics import DEFAULT_NUM_BOOTSTRAP, MetricSettings, evaluate
 from stiffkit.diffusion.noise import SEED_STRIDE, run_seeds, sub_seed, torch_generator
+from stiffkit.diffusion.oracle import ORACLE_METHODS, dominant_pair_oracle
 from stiffkit.diffusion.samplers import (
     REFERENCE_STEPS,
     get_solver,

@@ -20,13 +20,8 @@ from stiffkit.diffusion.erk import (
     ErkGuid,
     check_correction_sign,
     erk_guid_correction,
-    mixture_oracle,
-    resolve_oracle,
 )
-from stiffkit.diffusion.mixtures import GaussianMixture
-from stiffkit.diffusion.noise import mixture_samples
-from stiffkit.diffusion.samplers import pf_ode_drift, sample
-from stiffkit.diffusion.schedules import edm_sigmas
+from stiffkit.diffusion.samplers import sample
 from stiffkit.estimators import PAIR_EPS
 
 F64 = torch.float64
@@ -75,19 +70,6 @@ def test_one_check_of_the_correction_sign_for_settings_and_solvers():
         with pytest.raises(ValueError) as from_solver:
             Solver("x", euler_step, tableau_boundaries("euler"), correction_sign=bad)
         assert str(from_settings.value) == str(from_solver.value) == str(want.value)
-
-
-def test_resolve_oracle():
-    drift = pf_ode_drift(linear_denoiser(torch.tensor([[2.0, 0.0], [0.0, -5.0]], dtype=F64)))
-    assert resolve_oracle(None, drift) is None
-    fn = lambda s, x: (x[:, 0], x)  # noqa: E731
-    assert resolve_oracle(fn, drift) is fn
-    oracle = resolve_oracle("dense", drift)
-    rho, v = oracle(torch.tensor(1.0, dtype=F64), torch.ones(3, 2, dtype=F64))
-    torch.testing.assert_close(rho, torch.full((3,), 5.0, dtype=F64))
-    torch.testing.assert_close(v.abs(), torch.tensor([[0.0, 1.0]] * 3, dtype=F64))
-    with pytest.raises(ValueError, match="`oracle`"):
-        resolve_oracle("magic", drift)
 
 
 # ------------------------------------------------------------- ERK-Guid, linear theory
@@ -176,6 +158,71 @@ def test_correction_formula_matches_design():
     torch.testing.assert_close(o.delta_norm, want_o.flatten(1).norm(dim=1), rtol=1e-13, atol=1e-15)
 
 
+def test_relative_guard_correction_is_the_design_formula_from_squared_sums():
+    """eps=None: the coefficient w²h³⟨Δf, f⟩/‖Δx‖² (squared sums, one GEMV) is the formula with
+    ρ̂ and v̂ spelled out; an unresolved pair (‖Δx‖ at roundoff of ‖x‖) and a gated one get
+    nothing; `state` and its norm `scale` give the same result."""
+    g = torch.Generator().manual_seed(3)
+    f, dx, df, x = (torch.randn(6, 3, 2, generator=g, dtype=F64) for _ in range(4))
+    dx[1] = x[1] * 1e-17  # unresolved: below 16 ulps of ‖x‖
+    df[2] = 0.1 * dx[2]  # ρ̂ = 0.1 < w_con: gated off
+    h, w, w_con = 0.3, 0.8, 0.5
+    got = erk_guid_correction(f, h, w_stiff=w, w_con=w_con, dx=dx, df=df, eps=None, state=x)
+    by_norm = erk_guid_correction(f, h, w_stiff=w, w_con=w_con, dx=dx, df=df, eps=None,
+                                  scale=x.flatten(1).norm(dim=1))
+    rho = df.flatten(1).norm(dim=1) / dx.flatten(1).norm(dim=1)
+    v = df / df.flatten(1).norm(dim=1)[:, None, None]
+    beta = (rho > w_con).double()
+    beta[1] = 0.0
+    want = (-h * beta[:, None, None] * (w * h * rho[:, None, None]) ** 2
+            * (v * f).sum((1, 2), keepdim=True) * v)
+    torch.testing.assert_close(got.delta, want, rtol=1e-13, atol=1e-15)
+    assert got.beta.tolist() == beta.tolist() and got.delta[1:3].abs().max() == 0
+    assert torch.isnan(got.rho[1]) and not torch.isnan(got.rho[[0, 2, 3, 4, 5]]).any()
+    torch.testing.assert_close(got.rho[[0, 2, 3, 4, 5]], rho[[0, 2, 3, 4, 5]], rtol=1e-14,
+                               atol=0)
+    torch.testing.assert_close(got.delta_norm, want.flatten(1).norm(dim=1), rtol=1e-13,
+                               atol=1e-15)
+    torch.testing.assert_close(by_norm.delta, got.delta, rtol=1e-15, atol=0)
+    # A per-sample step is each sample's scalar step.
+    hs = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=F64)
+    per = erk_guid_correction(f, hs, w_stiff=w, w_con=w_con, dx=dx, df=df, eps=None, state=x)
+    for i in (0, 3, 5):
+        one = erk_guid_correction(f, float(hs[i]), w_stiff=w, w_con=w_con, dx=dx, df=df,
+                                  eps=None, state=x)
+        torch.testing.assert_close(per.delta[i], one.delta[i], rtol=1e-15, atol=0)
+
+
+def test_relative_guard_edge_cases():
+    f = torch.ones(2, 3, dtype=F64)
+    dx, x = torch.full((2, 3), 0.1, dtype=F64), torch.ones(2, 3, dtype=F64)
+    kw = dict(w_stiff=1.0, dx=dx, eps=None, state=x)
+    # Δf = 0 with a gate every ρ passes: no correction (0, not 0/0).
+    still = erk_guid_correction(f, 0.1, w_con=-1.0, df=torch.zeros(2, 3, dtype=F64), **kw)
+    assert still.delta.abs().max() == 0 and still.rho.tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="`scale` or the `state`, not both"):
+        erk_guid_correction(f, 0.1, w_con=0.0, df=dx, scale=torch.ones(2, dtype=F64), **kw)
+    with pytest.raises(ValueError, match="needs the states' `scale`"):
+        erk_guid_correction(f, 0.1, w_stiff=1.0, w_con=0.0, dx=dx, df=dx, eps=None)
+    with pytest.raises(ValueError, match=r"`state` must have shape \(2, 3\)"):
+        erk_guid_correction(f, 0.1, w_stiff=1.0, w_con=0.0, dx=dx, df=dx, eps=None,
+                            state=torch.ones(2, 4, dtype=F64))
+
+
+def test_relative_guard_in_float32_needs_squares_in_range():
+    """The documented limit of the squared sums: in float32 a pair whose ‖Δx‖² underflows
+    (‖Δx‖ ≈ 1e-25) counts as unresolved; float64 resolves it and corrects."""
+    x = torch.tensor([[1e-24, 2e-24]], dtype=F64)
+    dx, df, f = 0.1 * x, -5.0 * x, torch.tensor([[1e-24, 1e-24]], dtype=F64)
+    kw = dict(w_stiff=1.0, w_con=0.0, eps=None)
+    lost = erk_guid_correction(f.float(), 0.1, dx=dx.float(), df=df.float(), state=x.float(),
+                               **kw)
+    assert torch.isnan(lost.rho).all() and lost.delta.abs().max() == 0
+    kept = erk_guid_correction(f, 0.1, dx=dx, df=df, state=x, **kw)
+    torch.testing.assert_close(kept.rho, torch.tensor([50.0], dtype=F64), rtol=1e-12, atol=0)
+    assert kept.delta.abs().max() > 0
+
+
 @st.composite
 def linear_pairs(draw):
     """A symmetric J = Q diag(λ) Qᵀ, a pair (Δx, Δf = JΔx), a drift f and the settings."""
@@ -221,77 +268,6 @@ def test_correction_needs_a_pair_or_an_eigenpair():
     f = torch.ones(2, 2, dtype=F64)
     with pytest.raises(ValueError, match="`dx` and `df`"):
         erk_guid_correction(f, 0.1, w_stiff=1.0, w_con=0.0, rho=torch.ones(2, dtype=F64))
-
-
-# ------------------------------------------------------------------- oracle variant
-def test_oracle_equals_pair_when_the_pair_is_exact():
-    """In 1-D the pair's ρ̂ and v̂ are exact, so the oracle run matches the ERK-Guid run."""
-    J = torch.tensor([[4.0]], dtype=F64)
-    x0 = torch.tensor([[1.0], [-0.5]], dtype=F64)
-    sig = torch.tensor([1.3, 1.2, 1.1, 1.0, 0.9], dtype=F64)
-    eps = 1e-300  # the guard only perturbs ρ̂ and v̂ by ~eps/‖Δx‖
-    a = sample(linear_denoiser(J), x0, sig, w_stiff=0.5, eps=eps)
-    b = sample(linear_denoiser(J), x0, sig, w_stiff=0.5, eps=eps, oracle="dense")
-    torch.testing.assert_close(a.states, b.states, rtol=1e-13, atol=1e-15)
-
-
-def test_mixture_oracle_matches_generic_dense_oracle(mix):
-    sig = edm_sigmas(6, 0.002, 5.0)
-    x0 = mixture_samples(mix, 32, 5.0, dtype=F64)
-    a = sample(mix, x0, sig, w_stiff=1.0, oracle=mixture_oracle(mix))
-    b = sample(mix, x0, sig, w_stiff=1.0, oracle="dense")
-    torch.testing.assert_close(a.states, b.states, rtol=1e-7, atol=1e-9)
-    assert not torch.allclose(a.states[-1], sample(mix, x0, sig, w_stiff=1.0).states[-1])
-
-
-def _diagonal_gaussian(stds):
-    """One Gaussian N(0, diag(s²)): J_f(σ) = diag(σ/(s_k² + σ²)) at every x (the axes)."""
-    s = torch.tensor(stds, dtype=F64)
-    return GaussianMixture(torch.ones(1), torch.zeros(1, len(stds), dtype=F64),
-                           torch.diag(s**2)[None]), s
-
-
-@pytest.mark.parametrize("solver, first", [("heun", 1), ("dpm2", 0), ("deis", 1)])
-def test_oracle_is_asked_at_the_start_of_each_corrected_step(solver, first):
-    """The exact eigenpair is J_f's at (σ_i, x_i), the step's start — not at σ_{i+1}."""
-    gmm, _ = _diagonal_gaussian([0.05, 0.5])
-    exact = mixture_oracle(gmm)
-    calls = []
-
-    def recording(sigma, x):
-        calls.append((float(sigma), x.clone()))
-        return exact(sigma, x)
-
-    sig = edm_sigmas(6, 0.01, 2.0)  # five steps between positive levels, then Euler to 0
-    x0 = gmm.sample(4, 2.0, torch.Generator().manual_seed(1))
-    traj = sample(gmm, x0, sig, solver=solver, w_stiff=0.5, oracle=recording)
-    steps = list(range(first, 5))  # the steps with a pair (the last one, to σ = 0, has none)
-    assert [s for s, _ in calls] == [float(sig[i]) for i in steps]
-    for (_, x), i in zip(calls, steps):
-        assert torch.equal(x, traj.states[i])
-
-
-@given(
-    stds=st.lists(st.floats(0.01, 2.0), min_size=1, max_size=3),
-    n=st.integers(3, 6),
-    lo=st.floats(1e-3, 0.1),
-    hi=st.floats(0.5, 10.0),
-    solver=st.sampled_from(["heun", "dpm2", "deis"]),
-    w=st.sampled_from([0.0, 0.3]),
-    seed=st.integers(0, 2**16),
-)
-def test_mixture_oracle_in_the_sampler_reports_the_exact_stiffness_at_sigma_i(
-        stds, n, lo, hi, solver, w, seed):
-    """With the exact oracle the recorded ρ of step i is max_k σ_i/(s_k² + σ_i²)."""
-    gmm, s = _diagonal_gaussian(stds)
-    sig = edm_sigmas(n, lo, hi)
-    x0 = gmm.sample(3, hi, torch.Generator().manual_seed(seed))
-    traj = sample(gmm, x0, sig, solver=solver, w_stiff=w, oracle=mixture_oracle(gmm))
-    rho = traj.diagnostics["erk_rho"]
-    used = torch.isfinite(rho).all(dim=1)
-    assert used.tolist() == [i >= (solver != "dpm2") and i < n - 1 for i in range(n)]
-    want = (sig[:n, None] / (s**2 + sig[:n, None] ** 2)).amax(dim=1)
-    torch.testing.assert_close(rho[used], want[used, None].expand(-1, 3), rtol=1e-12, atol=0)
 
 
 @given(

@@ -14,7 +14,7 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 
 from stiffkit import analyze  # noqa: E402
-from stiffkit.diffusion import edm_sigmas, pf_ode_drift, sample  # noqa: E402
+from stiffkit.diffusion import edm_sigmas, pf_ode_drift, sample, sample_final  # noqa: E402
 from stiffkit.estimators import dominant_eig, jacobian_dense, jvp_operator  # noqa: E402
 from stiffkit.estimators.spectrum import sorted_eig  # noqa: E402
 from stiffkit.integrations.diffusers import (  # noqa: E402
@@ -154,6 +154,10 @@ def test_loop_equals_stiffkit_sample(unet, w_stiff, w_con):
                       sch.sigma_grid, w_stiff=w_stiff, w_con=w_con)
     assert loop_calls == model.calls == traj.nfe == 2 * n - 1
     assert torch.equal(x, traj.states[-1])  # bit for bit: the same operations, same order
+    with torch.no_grad():  # and the throughput path, which skips the diagnostics
+        final, _ = sample_final(edm_denoiser(model, sch), sch.sigma_grid[0].float() * noise,
+                                sch.sigma_grid, w_stiff=w_stiff, w_con=w_con)
+    assert torch.equal(x, final)
     if w_stiff > 0:  # and ERK-Guid did act
         with torch.no_grad():
             plain = sample(edm_denoiser(model, sch), sch.sigma_grid[0].float() * noise,

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from stiffkit._utils import (
+    broadcast_per_sample,
     check_batch,
     check_callable,
     check_finite,
@@ -34,13 +35,8 @@ from stiffkit._utils import (
     secant_ratio,
 )
 from stiffkit._utils import progress as progress_bar
-from stiffkit.diffusion.erk import (
-    ErkCorrection,
-    ErkGuid,
-    OracleSpec,
-    _correction,
-    resolve_oracle,
-)
+from stiffkit.diffusion.erk import ErkCorrection, ErkGuid, _correction, _pair_coefficient
+from stiffkit.diffusion.oracle import OracleSpec, resolve_oracle
 from stiffkit.diffusion.samplers.blowup import BLOWUP_FACTOR, _raise_non_finite
 from stiffkit.diffusion.samplers.drift import Denoiser, denoise, pf_ode_drift, to_d
 from stiffkit.diffusion.samplers.euler import EULER, euler_step
@@ -210,17 +206,16 @@ def _integrate(run: _Run, record: bool):
                            device=x_init.device)
     zero_batch = torch.zeros_like(nan_batch)
 
-    def scale_of(x: Tensor) -> Tensor | None:
-        """The state's norm, for the scale-relative guard (``eps=None``) only."""
-        return flat_norm(x) if erk.eps is None else None
-
+    # Without a reader of the diagnostics the correction is its coefficient alone.
+    fast = erk.corrects and erk.eps is None and oracle_fn is None and not diagnose
+    lands_on_zero = (sig[1:] == 0).tolist()  # one host transfer, not one per step
     x, carry = x_init, None
     steps = progress_bar(range(N), enabled=run.progress, desc=f"{solver.name} sampler",
                          unit="step")
     for i in steps:
         s, s_next = sig[i], sig[i + 1]
         den, f = evaluate(x, s)
-        if bool(s_next == 0):  # the drift is singular at σ = 0: an Euler step lands on D
+        if lands_on_zero[i]:  # the drift is singular at σ = 0: an Euler step lands on D
             out = euler_step(drift, x, f, s, s_next, carry)
         else:
             out = solver.step(drift, x, f, s, s_next, carry, **options)
@@ -228,24 +223,33 @@ def _integrate(run: _Run, record: bool):
 
         # ERK-Guid: the pair is free; ρ̂ is recorded even when no correction is applied.
         rho_diag, beta_diag, norm_diag = nan_batch, zero_batch, zero_batch
-        if pair is not None and not erk.needs_pair:
+        delta = None  # what ERK-Guid added to x_next
+        if pair is not None and fast:
+            coef = _pair_coefficient(f, pair.h, pair.dx, pair.df, w_stiff=erk.w_stiff,
+                                     w_con=erk.w_con, sign=sign, state=x).coef
+            delta = broadcast_per_sample(coef, pair.df) * pair.df  # = _correction's delta
+        elif pair is not None and not erk.needs_pair:
             if diagnose:
-                rho_diag = secant_ratio(pair.df, pair.dx, erk.eps, scale=scale_of(x))
+                rho_diag = secant_ratio(pair.df, pair.dx, erk.eps,
+                                        scale=flat_norm(x) if erk.eps is None else None)
         elif pair is not None:
-            kw = dict(w_stiff=erk.w_stiff, w_con=erk.w_con, sign=sign, eps=erk.eps,
-                      scale=scale_of(x))
+            kw = dict(w_stiff=erk.w_stiff, w_con=erk.w_con, sign=sign, eps=erk.eps)
+            if erk.eps is None:
+                kw["state"] = x
             if oracle_fn is not None:
                 rho, v = oracle_fn(s, x)
                 corr: ErkCorrection = _correction(f, pair.h, rho=rho, v=v, **kw)
             else:
                 corr = _correction(f, pair.h, dx=pair.dx, df=pair.df, **kw)
             if erk.corrects:
-                x_next = x_next + corr.delta
+                delta = corr.delta
             rho_diag, beta_diag, norm_diag = corr.rho, corr.beta, corr.delta_norm
-        if not bool(x_next.abs().max() <= limit):  # NaN / Inf, or a blow-up (1e64 is finite)
-            _raise_non_finite(i, s, s_next, den, x_next, x_next - corr.delta
-                              if pair is not None and erk.needs_pair and erk.corrects else None,
-                              erk, limit)
+        if delta is not None:
+            x_next = x_next + delta
+        lo, hi = torch.aminmax(x_next)  # NaN / Inf, or a blow-up (1e64 is finite)
+        if not (-limit <= float(lo) and float(hi) <= limit):
+            _raise_non_finite(i, s, s_next, den, x_next,
+                              None if delta is None else x_next - delta, erk, limit)
 
         if record:
             point = out.point if out.point is not None else (nan_state, nan_state)

@@ -28,7 +28,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from torch import Tensor
 
-from stiffkit._utils import broadcast_per_sample, check_int, check_real, flat_norm
+from stiffkit._utils import broadcast_per_sample, check_int, check_real
 from stiffkit.diffusion.erk import ErkGuid, erk_guid_correction
 from stiffkit.diffusion.samplers.heun import HEUN
 from stiffkit.diffusion.schedules import check_sigmas, edm_sigmas
@@ -344,7 +344,7 @@ class EDMERKHeunScheduler(SchedulerMixin, ConfigMixin):
             corr = erk_guid_correction(
                 f, s - s_next, w_stiff=erk.w_stiff, w_con=erk.w_con, dx=x - x_prev,
                 df=f - f_prev, sign=erk.sign_for(HEUN.correction_sign), eps=erk.eps,
-                scale=flat_norm(x) if erk.eps is None else None)
+                state=x if erk.eps is None else None)
             x_next = x_next + corr.delta
             self.erk_rho, self.erk_beta = corr.rho, corr.beta
         self._euler = (x_e, f_e)
