@@ -11,9 +11,12 @@ forward-over-reverse):
   ``vjp_next`` one more product on a built operator — what power iteration pays per step;
 * ``fd`` — central finite differences (two drift evaluations, step ``cbrt(eps)``).
 
-and ``power_auto`` / ``power_forward``: a fresh operator and 20 power-iteration products
-with the default ``method="auto"`` (times one product of each exact path, then keeps the
-faster) against forced forward mode.
+and ``power_auto`` / ``power_probe`` / ``power_forward``: a fresh operator and 20
+power-iteration products with the default ``method="auto"`` against forced forward mode.
+``power_auto`` runs on the drift as the samplers and :func:`stiffkit.diffusion.pf_ode_drift`
+hand it to the tools, carrying the energy model's ``jvp_hint = "vjp"`` (double backward from
+the first product); ``power_probe`` on the same function without the hint, where "auto"
+times one product of each exact path and then keeps the faster (what any other drift gets).
 
 Timed in alternation at each batch size (ratio to ``forward``); agreement is the largest
 per-sample relative difference ``‖Jv − Jv_forward‖ / ‖Jv_forward‖``, in float32 (the model's
@@ -58,8 +61,13 @@ def jvp_rows(dtype, batches, repeats):
     world = toy_world(dtype)
     model = world.main
 
-    def f(sigma, y):
+    def bare(sigma, y):
         return model.drift(y, sigma)
+
+    def f(sigma, y):  # the same drift, with the model's hint (as pf_ode_drift passes it)
+        return model.drift(y, sigma)
+
+    f.jvp_hint = model.jvp_hint
 
     rows = []
     for batch in batches:
@@ -75,10 +83,13 @@ def jvp_rows(dtype, batches, repeats):
         auto_op, auto_u = power_products(f, s, x, v, "auto")
         _, fwd_u = power_products(f, s, x, v, "forward")
         power_rel = flat_norm(auto_u - fwd_u) / flat_norm(fwd_u)
+        probe_op, _ = power_products(bare, s, x, v, "auto")
         power = compare({
             "power_forward": lambda: power_products(f, s, x, v, "forward"),
             "power_auto": lambda: power_products(f, s, x, v, "auto"),
+            "power_probe": lambda: power_products(bare, s, x, v, "auto"),
         }, repeats=repeats, warmup=1 if repeats > 1 else 0, baseline="power_forward")
+        power_ratio = dict(zip(power.name, power.paired_ratio))
         power_med = dict(zip(power.name, power.median_s))
         timing = compare({
             "forward": lambda: ops["forward"](v),
@@ -100,8 +111,11 @@ def jvp_rows(dtype, batches, repeats):
             fd_median_rel_diff=float(rel["fd"].median()),
             power_forward_ms=1e3 * power_med["power_forward"],
             power_auto_ms=1e3 * power_med["power_auto"],
-            power_auto_vs_forward=float(power.paired_ratio[power.name == "power_auto"].iloc[0]),
-            auto_choice=auto_op.auto_choice, power_auto_max_rel_diff=float(power_rel.max()),
+            power_probe_ms=1e3 * power_med["power_probe"],
+            power_auto_vs_forward=float(power_ratio["power_auto"]),
+            power_probe_vs_forward=float(power_ratio["power_probe"]),
+            auto_choice=auto_op.auto_choice, probe_choice=probe_op.auto_choice,
+            power_auto_max_rel_diff=float(power_rel.max()),
         ))
         print(f"{dtype} batch {batch}: done", flush=True)
     return rows
@@ -124,9 +138,11 @@ def main(argv=None):
   drift evaluation (the drift itself is a reverse pass, so forward-over-reverse costs a few).
 * `power_auto_vs_forward` (the target, ≤ 0.4): a fresh operator and {k} power-iteration
   products with the default `method="auto"` against forced forward mode, median of
-  within-round ratios; `auto_choice` is the path "auto" settled on after timing one product
-  of each exact path, `power_auto_max_rel_diff` the largest per-sample difference of the
-  {k}-th normalised iterate from forward mode's.
+  within-round ratios, on the drift as the samplers pass it (with the energy model's
+  `jvp_hint = "vjp"`: double backward from the first product); `power_probe_vs_forward`: the
+  same function without the hint, where "auto" times one product of each exact path first
+  (`probe_choice`: what it kept). `power_auto_max_rel_diff`: the largest per-sample
+  difference of the {k}-th normalised iterate from forward mode's.
 * `*_max_rel_diff`: largest per-sample ‖Jv − Jv_forward‖/‖Jv_forward‖ (`fd_median_rel_diff`:
   the median). The vjp path is exact to roundoff. fd's default step, cbrt(eps)·(1 + ‖x‖)/‖v‖,
   assumes the drift varies on an O(1) length scale; at σ = 0.1 the learned drift bends on a

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from stiffkit._utils import check_output, check_real
 from stiffkit.diffusion.samplers.drift import Denoiser
+from stiffkit.estimators.jvp import JVP_HINT
 
 __all__ = ["Guided"]
 
@@ -55,6 +56,9 @@ class Guided(torch.nn.Module):
         object.__setattr__(self, "guide", guide)
         self.w = float(w)
         self.num_calls = {"denoiser": 0, "guide": 0}
+        hint = getattr(denoiser, JVP_HINT, None)  # a combination of two gradients is one
+        if hint is not None and getattr(guide, JVP_HINT, None) == hint:
+            setattr(self, JVP_HINT, hint)
 
     def extra_repr(self) -> str:
         return f"w={self.w}"

@@ -30,13 +30,18 @@ from stiffkit._utils import (
     flat_norm,
 )
 
-__all__ = ["DEFAULT_SEED", "DENSE_MAX_ENTRIES", "JVP_METHODS", "JVPOperator", "check_jvp_method",
-           "jacobian_dense", "jvp_operator"]
+__all__ = ["DEFAULT_SEED", "DENSE_MAX_ENTRIES", "JVP_HINT", "JVP_METHODS", "JVPOperator",
+           "check_jvp_method", "jacobian_dense", "jvp_operator"]
 
 Drift = Callable[[Any, Tensor], Tensor]
 JVP_METHODS = ("auto", "forward", "vjp", "fd")
 #: Seed of the local generator used when ``generator=None`` (never the global RNG).
 DEFAULT_SEED = 0
+#: Attribute a drift may carry to name its cheapest exact path for "auto": ``"vjp"`` on a
+#: drift that is itself an autograd gradient (an energy model's score: forward mode is then
+#: forward-over-reverse). :func:`stiffkit.diffusion.pf_ode_drift` copies it from the
+#: denoiser (:class:`stiffkit.diffusion.EnergyDenoiser` sets it).
+JVP_HINT = "jvp_hint"
 #: Most entries ``batch · n²`` :func:`jacobian_dense` builds (2³², 32 GiB in float64): beyond
 #: it the ``n`` products and the result cannot be afforded, and it raises instead of running.
 DENSE_MAX_ENTRIES = 2**32
@@ -59,7 +64,9 @@ class JVPOperator:
     it keeps the path whose timed product was faster (:attr:`auto_choice`; the
     ``auto_timings``). On a drift that is itself a gradient (an energy model's score)
     forward mode is forward-over-reverse and double backward is several times cheaper;
-    on a plain network forward mode usually wins. Every path is exact, so values agree to
+    on a plain network forward mode usually wins. A drift whose :data:`JVP_HINT` attribute
+    is ``"vjp"`` skips the timing and takes double backward from the first product (forward
+    mode, then finite differences, if that fails). Every path is exact, so values agree to
     roundoff whichever is picked; pass a fixed ``method`` for bitwise-reproducible products.
 
     Attributes
@@ -110,6 +117,15 @@ class JVPOperator:
         if self.num_products == 0:
             # Some kernels (custom autograd.Functions, some attention ops) lack forward-mode
             # AD, and some also block double backward; fall back in order of accuracy.
+            if getattr(self.f, JVP_HINT, None) == "vjp":  # a gradient drift: no timing
+                try:
+                    jv = self._vjp(v)
+                except (RuntimeError, NotImplementedError):
+                    self._vjp_graph = None
+                else:
+                    self.method = self.auto_choice = "vjp"
+                    return jv
+                self._probe = False  # forward mode next, without comparing
             for path in ("forward", "vjp"):
                 try:
                     start = time.perf_counter()
@@ -212,7 +228,8 @@ def jvp_operator(
         "fd": central finite differences. "auto": the fastest exact path for this drift,
         timed on the first products (forward mode, then double backward; fd only where
         neither works) and kept from the fourth product on (``op.auto_choice``; see
-        :class:`JVPOperator`).
+        :class:`JVPOperator`), or double backward from the first product for a drift whose
+        :data:`JVP_HINT` attribute is ``"vjp"``.
     fd_eps : float, optional
         Relative step of "fd", default ``cbrt(finfo(x.dtype).eps)``.
 

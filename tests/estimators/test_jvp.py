@@ -164,3 +164,26 @@ def test_jacobian_dense_auto_takes_one_path_for_every_column():
     x, _ = point()
     f = _energy_drift()
     assert torch.equal(jacobian_dense(f, T, x), jacobian_dense(f, T, x, jvp_method="forward"))
+
+
+def test_a_gradient_hint_takes_double_backward_from_the_first_product():
+    """A drift marked ``jvp_hint = "vjp"`` skips the timing: every product is double
+    backward's, bit for bit; a hint on a drift whose double backward fails falls back to
+    forward mode (here: finite differences, the kernel has neither)."""
+    f = _energy_drift()
+    f.jvp_hint = "vjp"
+    x, v = point()
+    auto, vjp = jvp_operator(f, T, x), jvp_operator(f, T, x, method="vjp")
+    for k in range(3):
+        assert torch.equal(auto((k + 1.0) * v), vjp((k + 1.0) * v))
+    assert auto.auto_choice == auto.method == "vjp" and auto.auto_timings == {}
+    plain = make_mlp(DIMS)
+    plain.jvp_hint = "vjp"  # wrong but harmless: double backward is exact on it too
+    torch.testing.assert_close(jvp_operator(plain, T, x)(v),
+                               jvp_operator(plain, T, x, method="forward")(v), rtol=AD_RTOL,
+                               atol=AD_RTOL)
+    broken = make_mlp(DIMS, "once")
+    broken.jvp_hint = "vjp"
+    op = jvp_operator(broken, T, x)
+    torch.testing.assert_close(op(v), jvp_operator(broken, T, x, method="fd")(v))
+    assert op.auto_choice == "fd"

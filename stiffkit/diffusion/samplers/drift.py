@@ -12,6 +12,7 @@ from torch import Tensor
 
 from stiffkit._utils import broadcast_per_sample, check_output
 from stiffkit.diffusion.schedules import SigmaLike, as_sigma
+from stiffkit.estimators.jvp import JVP_HINT
 
 __all__ = ["Denoiser", "Drift", "to_d", "denoise", "pf_ode_drift"]
 
@@ -63,11 +64,15 @@ def pf_ode_drift(denoiser: Denoiser) -> Drift:
         ``f(sigma, x) -> [batch, *dims]``; ``sigma`` is a number, a 0-d tensor or one level
         per sample ``[batch]``, converted to the state's dtype and device
         (:func:`stiffkit.diffusion.schedules.as_sigma`) before the denoiser sees it. The
-        output is not checked (this is the ODE tools' hot path).
+        output is not checked (this is the ODE tools' hot path). The denoiser's
+        :data:`stiffkit.estimators.jvp.JVP_HINT` attribute, if any, is copied.
     """
 
     def drift(sigma: SigmaLike, x: Tensor) -> Tensor:
         s = as_sigma(sigma, x)
         return to_d(x, denoiser(x, s), s)
 
+    hint = getattr(denoiser, JVP_HINT, None)  # (x − D)/σ is a gradient where D − x is one
+    if hint is not None:
+        setattr(drift, JVP_HINT, hint)
     return drift

@@ -43,3 +43,16 @@ def test_denoise_checks_the_output():
         denoise(lambda y, s: y.float(), x, 1.0)
     with pytest.raises(TypeError, match="`denoiser`"):
         denoise(lambda y, s: None, x, 1.0)
+
+
+def test_the_drift_carries_the_denoisers_jvp_hint():
+    """An energy model's drift is a gradient (double backward is its cheap exact JVP): the
+    hint travels through pf_ode_drift and through guidance of two such models, not further."""
+    from stiffkit.diffusion import EnergyDenoiser, Guided
+
+    energy, other = EnergyDenoiser(dim=2, width=8), EnergyDenoiser(dim=2, width=4)
+    assert pf_ode_drift(energy).jvp_hint == "vjp"
+    assert pf_ode_drift(Guided(energy, other, 2.0)).jvp_hint == "vjp"
+    plain = linear_denoiser(torch.eye(2, dtype=F64))
+    assert not hasattr(pf_ode_drift(plain), "jvp_hint")
+    assert not hasattr(pf_ode_drift(Guided(energy, plain, 2.0)), "jvp_hint")
