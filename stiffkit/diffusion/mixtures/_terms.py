@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from stiffkit.diffusion.mixtures.mixture import GaussianMixture
 
 _LOG_2PI = math.log(2.0 * math.pi)
+#: Up to this many stored eigenvectors the Jacobian's ``y_k`` are formed by elementwise
+#: passes (faster than a batched product of ``[d, r]`` blocks when ``r`` is tiny, e.g. d = 2).
+SMALL_RANK = 4
 _F64 = torch.float64
 
 
@@ -135,22 +138,44 @@ class _Terms:
         """Return ``σ (Σ r_k C_k⁻¹ − Σ r_k (y_k − ȳ)(y_k − ȳ)ᵀ)``, ``y_k = C_k⁻¹(x − μ_k)``.
 
         The covariance form of ``Σ r s sᵀ − ḡḡᵀ`` is positive semi-definite term by term,
-        so nothing cancels catastrophically; roundoff asymmetry is averaged away.
+        so nothing cancels catastrophically; roundoff asymmetry is averaged away. The
+        ``y_k`` are laid out ``[b, d, K]`` (components contiguous; one pass per stored
+        eigenvector up to :data:`SMALL_RANK` of them, a batched product above), and
+        ``Σ r_k C_k⁻¹`` is one GEMM of the weights ``[b, rK]`` with the table of
+        eigenvector outer products ``[rK, d²]``.
         """
         g = self.p
-        u, gain = g.eigvecs, self._spike_gain()
-        y = torch.einsum("kdr,brk->bkd", u, gain * self.coef)  # y_k: [b, K, d]
+        u, gain = g.eigvecs, self._spike_gain()  # U: [K, d, r]; gain: [b|1, r, K]
+        k, d, r = u.shape
+        a = gain * self.coef  # coefficients of y_k in the eigenbasis: [b, r, K]
+        if r <= SMALL_RANK:  # one vectorised pass over [b, d, K] per eigenvector
+            ut = u.permute(2, 1, 0)  # [r, d, K]
+            y = a[:, 0, None, :] * ut[0]
+            for j in range(1, r):
+                y = y + a[:, j, None, :] * ut[j]  # y_k: [b, d, K]
+        else:  # a batched product over the components
+            y = torch.einsum("kdr,brk->bdk", u, a)
         if self.inv_floor is not None:
-            y = y + self.inv_floor[..., None] * (self.x[:, None, :] - g.means)
-        dev = y - torch.einsum("bk,bkd->bd", self.resp, y)[:, None, :]  # [b, K, d]
-        cov = torch.einsum("bk,bki,bkj->bij", self.resp, dev, dev)  # [b, d, d]
-        w = self.resp[:, None, :] * gain  # [b, r, K]
-        prec = torch.einsum("brk,kir,kjr->bij", w, u, u)  # Σ r_k C_k⁻¹: [b, d, d]
+            y = y + self.inv_floor[:, None, :] * (self.x[:, :, None] - g.means.T)
+        resp = self.resp  # [b, K]
+        dev = y - y @ resp[:, :, None]  # y_k − ȳ: [b, d, K]
+        cov = (dev * resp[:, None, :]) @ dev.mT  # [b, d, d]
+        prec = ((resp[:, None, :] * gain).reshape(-1, r * k) @ _outer_table(g)).view(-1, d, d)
         if self.inv_floor is not None:
-            iso = (self.resp * self.inv_floor).sum(-1)  # [b]
-            prec = prec + iso[:, None, None] * torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
+            iso = (resp * self.inv_floor).sum(-1)  # [b]
+            prec = prec + iso[:, None, None] * torch.eye(d, dtype=u.dtype, device=u.device)
         jac = self.s.reshape(-1, 1, 1) * (prec - cov)
         return 0.5 * (jac + jac.mT)
+
+
+def _outer_table(p: _Params) -> Tensor:
+    """``U_kr U_krᵀ`` flattened to ``[r·K, d²]`` in the weights' ``(r, k)`` order.
+
+    ``K·r·d²`` entries (16k for the 2-D tree), far below one chunk's ``[b, d, K]`` passes,
+    so it is formed per call rather than cached.
+    """
+    k, d, r = p.eigvecs.shape
+    return torch.einsum("kir,kjr->rkij", p.eigvecs, p.eigvecs).reshape(r * k, d * d)
 
 
 def _residual_sq(gmm: GaussianMixture, x: Tensor, coef: Tensor) -> Tensor:
