@@ -25,9 +25,11 @@ if TYPE_CHECKING:
     from stiffkit.diffusion.mixtures.mixture import GaussianMixture
 
 _LOG_2PI = math.log(2.0 * math.pi)
-#: Up to this many stored eigenvectors the Jacobian's ``y_k`` are formed by elementwise
-#: passes (faster than a batched product of ``[d, r]`` blocks when ``r`` is tiny, e.g. d = 2).
-SMALL_RANK = 4
+#: Up to this dimension the drift Jacobian forms its ``y_k`` by one elementwise pass per
+#: stored eigenvector and ``Σ r_k C_k⁻¹`` from a ``[r·K, d²]`` table of outer products
+#: (faster than batched ``[d, r]`` products when d is tiny, e.g. 2); above it, batched
+#: products (the table would grow as ``K r d²``).
+SMALL_DIM = 8
 _F64 = torch.float64
 
 
@@ -139,16 +141,17 @@ class _Terms:
 
         The covariance form of ``Σ r s sᵀ − ḡḡᵀ`` is positive semi-definite term by term,
         so nothing cancels catastrophically; roundoff asymmetry is averaged away. The
-        ``y_k`` are laid out ``[b, d, K]`` (components contiguous; one pass per stored
-        eigenvector up to :data:`SMALL_RANK` of them, a batched product above), and
-        ``Σ r_k C_k⁻¹`` is one GEMM of the weights ``[b, rK]`` with the table of
-        eigenvector outer products ``[rK, d²]``.
+        ``y_k`` are laid out ``[b, d, K]`` (components contiguous); up to
+        :data:`SMALL_DIM` dimensions they take one pass per stored eigenvector and
+        ``Σ r_k C_k⁻¹`` is one GEMM of the weights ``[b, rK]`` with the table of eigenvector
+        outer products ``[rK, d²]``; above it both are batched products.
         """
         g = self.p
         u, gain = g.eigvecs, self._spike_gain()  # U: [K, d, r]; gain: [b|1, r, K]
         k, d, r = u.shape
         a = gain * self.coef  # coefficients of y_k in the eigenbasis: [b, r, K]
-        if r <= SMALL_RANK:  # one vectorised pass over [b, d, K] per eigenvector
+        small = d <= SMALL_DIM
+        if small:  # one vectorised pass over [b, d, K] per eigenvector
             ut = u.permute(2, 1, 0)  # [r, d, K]
             y = a[:, 0, None, :] * ut[0]
             for j in range(1, r):
@@ -160,7 +163,11 @@ class _Terms:
         resp = self.resp  # [b, K]
         dev = y - y @ resp[:, :, None]  # y_k − ȳ: [b, d, K]
         cov = (dev * resp[:, None, :]) @ dev.mT  # [b, d, d]
-        prec = ((resp[:, None, :] * gain).reshape(-1, r * k) @ _outer_table(g)).view(-1, d, d)
+        w = resp[:, None, :] * gain  # [b, r, K]
+        if small:
+            prec = (w.reshape(-1, r * k) @ _outer_table(g)).view(-1, d, d)
+        else:
+            prec = torch.einsum("brk,kir,kjr->bij", w, u, u)  # Σ r_k C_k⁻¹: [b, d, d]
         if self.inv_floor is not None:
             iso = (resp * self.inv_floor).sum(-1)  # [b]
             prec = prec + iso[:, None, None] * torch.eye(d, dtype=u.dtype, device=u.device)
@@ -171,8 +178,8 @@ class _Terms:
 def _outer_table(p: _Params) -> Tensor:
     """``U_kr U_krᵀ`` flattened to ``[r·K, d²]`` in the weights' ``(r, k)`` order.
 
-    ``K·r·d²`` entries (16k for the 2-D tree), far below one chunk's ``[b, d, K]`` passes,
-    so it is formed per call rather than cached.
+    ``K·r·d²`` entries (16k for the 2-D tree; d ≤ :data:`SMALL_DIM` only), far below one
+    chunk's ``[b, d, K]`` passes, so it is formed per call rather than cached.
     """
     k, d, r = p.eigvecs.shape
     return torch.einsum("kir,kjr->rkij", p.eigvecs, p.eigvecs).reshape(r * k, d * d)

@@ -36,6 +36,7 @@ from stiffkit.diffusion.mixtures import (
     ring_gmm,
     tree_gmm,
 )
+from stiffkit.diffusion.mixtures._terms import SMALL_DIM
 
 
 @pytest.mark.parametrize("sigma", SIGMAS + ["per-sample"])
@@ -89,9 +90,12 @@ def _dense_truth(gmm, x, sigma):
     sigma=st.floats(0.0, 3.0),
     per_sample=st.booleans(),
     low_rank=st.booleans(),
+    large=st.booleans(),
 )
-def test_random_mixture_matches_dense_algebra(seed, sigma, per_sample, low_rank):
-    dim = 5 if low_rank else 3
+def test_random_mixture_matches_dense_algebra(seed, sigma, per_sample, low_rank, large):
+    """``large``: above SMALL_DIM the Jacobian takes batched products instead of the
+    elementwise passes and the outer-product table."""
+    dim = (5 if low_rank else 3) + (SMALL_DIM if large else 0)
     gmm = random_gmm(dim, 4, seed=seed, rank=2 if low_rank else None, min_std=0.1, condition=30)
     x = (gmm.sample(6, sigma, _gen(seed))
          + 0.3 * torch.randn(6, dim, generator=_gen(seed), dtype=F64))
