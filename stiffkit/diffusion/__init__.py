@@ -14,14 +14,7 @@
 The toy world of the paper's figures is :func:`stiffkit.paper.toy_world`.
 """
 
-from stiffkit.diffusion.erk import (
-    W_STIFF_THEORY,
-    ErkCorrection,
-    ErkGuid,
-    dominant_pair_oracle,
-    erk_guid_correction,
-    mixture_oracle,
-)
+from stiffkit.diffusion.erk import W_STIFF_THEORY, ErkCorrection, ErkGuid, erk_guid_correction
 from stiffkit.diffusion.guidance import Guided
 from stiffkit.diffusion.images import DigitsDenoiser
 from stiffkit.diffusion.metrics import evaluate, noise_floor
@@ -41,6 +34,7 @@ from stiffkit.diffusion.models import (
     save_model,
 )
 from stiffkit.diffusion.noise import initial_noise, mixture_samples, randn_per_sample
+from stiffkit.diffusion.oracle import dominant_pair_oracle, mixture_oracle
 from stiffkit.diffusion.samplers import (
     SOLVERS,
     deis_coefficients,

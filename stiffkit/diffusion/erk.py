@@ -48,14 +48,7 @@ from stiffkit._utils import (
     flat_norm,
     secant_ratio,
 )
-from stiffkit.diffusion.oracle import (
-    ORACLE_METHODS,
-    Oracle,
-    OracleSpec,
-    dominant_pair_oracle,
-    mixture_oracle,
-    resolve_oracle,
-)
+from stiffkit.diffusion.oracle import ORACLE_METHODS, OracleSpec
 from stiffkit.estimators.pair import PAIR_EPS
 
 __all__ = [
@@ -65,12 +58,6 @@ __all__ = [
     "ErkPair",
     "ErkCorrection",
     "erk_guid_correction",
-    "Oracle",
-    "OracleSpec",
-    "ORACLE_METHODS",
-    "resolve_oracle",
-    "dominant_pair_oracle",
-    "mixture_oracle",
 ]
 
 #: The w_stiff that cancels Heun's leading LTE on a linear drift: (hλ)³/6 = w²(hλ)³.
@@ -116,8 +103,9 @@ class ErkGuid:
         ρ̂ low where ``‖Δx‖`` is not large against 1e-8 (small states, float32).
     oracle : {None, "dense", "power", "arpack"} or callable
         Replace ``ρ̂`` and ``v̂`` by the exact dominant eigenpair of ``∂f/∂x`` at the step's
-        start (``callable(sigma, x) -> (|λ₁|, v₁)``, e.g. :func:`mixture_oracle`), on the
-        steps where the pair would be used — separating the estimator's quality from the
+        start (``callable(sigma, x) -> (|λ₁|, v₁)``, e.g.
+        :func:`~stiffkit.diffusion.oracle.mixture_oracle`), on the steps where the pair
+        would be used — separating the estimator's quality from the
         correction's. Its Jacobian products are not counted in ``nfe``, though for a
         learned denoiser each of them does evaluate the network.
 
