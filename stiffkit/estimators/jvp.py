@@ -270,7 +270,8 @@ def jacobian_dense(f: Drift, t: Any, x: Tensor, *, jvp_method: str = "auto") -> 
         Linearisation point, ``n = prod(dims)``.
     jvp_method : {"auto", "forward", "vjp", "fd"}
         As in :func:`jvp_operator`, except that "auto" takes the first path that works
-        (forward mode, else double backward, else fd) for every column, without timing.
+        (forward mode, else double backward, else fd; double backward first for a drift
+        whose :data:`JVP_HINT` is ``"vjp"``) for every column, without timing.
 
     Returns
     -------

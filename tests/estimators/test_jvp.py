@@ -187,3 +187,10 @@ def test_a_gradient_hint_takes_double_backward_from_the_first_product():
     op = jvp_operator(broken, T, x)
     torch.testing.assert_close(op(v), jvp_operator(broken, T, x, method="fd")(v))
     assert op.auto_choice == "fd"
+
+
+def test_jacobian_dense_follows_the_hint_for_every_column():
+    x, _ = point()
+    f = _energy_drift()
+    f.jvp_hint = "vjp"
+    assert torch.equal(jacobian_dense(f, T, x), jacobian_dense(f, T, x, jvp_method="vjp"))
