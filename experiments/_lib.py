@@ -327,3 +327,20 @@ def verdict(a: pd.Series, b: pd.Series, col: str, lower_is_better: bool) -> str:
     if a[f"{col}_lo"] > b[f"{col}_hi"]:
         return "worse" if lower_is_better else "better"
     return "~"
+
+
+def pair_lines(at: pd.DataFrame, pairs, metrics) -> list[str]:
+    """Return one summary line per ``(new, old)`` of `pairs` present in `at` (rows by method).
+
+    `metrics` are ``(column, label, scale, lower_is_better)``; each part reads
+    ``label old→new (verdict)`` with both values times `scale` (:func:`verdict`).
+    """
+    lines = []
+    for new, old in pairs:
+        if new not in at.index or old not in at.index:
+            continue
+        a, b = at.loc[new], at.loc[old]
+        parts = [f"{name} {b[col] * s:.3g}→{a[col] * s:.3g} ({verdict(a, b, col, low)})"
+                 for col, name, s, low in metrics]
+        lines.append(f"  {new} vs {old}: " + ", ".join(parts))
+    return lines

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _lib import run_experiment, verdict
+from _lib import pair_lines, run_experiment
 from table1 import methods_at as toy_methods_at
 
 from stiffkit.paper.digits import REAL_LABEL, best_weights, compare_digits, guidance_sweep
@@ -279,13 +279,7 @@ def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:
     for n in sorted(runs["num_steps"].unique()):
         at = runs[runs["num_steps"] == n].set_index("method")
         lines.append(f"N = {n}: NFE {sorted(int(v) for v in at['nfe'].unique())}")
-        for new, old in PAIRS:
-            if new not in at.index or old not in at.index:
-                continue
-            a, b = at.loc[new], at.loc[old]
-            parts = [f"{name} {b[col] * s:.3g}→{a[col] * s:.3g} ({verdict(a, b, col, low)})"
-                     for col, name, s, low in METRICS]
-            lines.append(f"  {new} vs {old}: " + ", ".join(parts))
+        lines += pair_lines(at, PAIRS, METRICS)
     return "\n".join(lines)
 
 

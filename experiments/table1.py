@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _lib import run_experiment, verdict
+from _lib import pair_lines, run_experiment
 
 from stiffkit.diffusion.erk import W_STIFF_THEORY
 from stiffkit.diffusion.noise import run_seeds
@@ -273,16 +273,9 @@ def summarize(df: pd.DataFrame, config: dict[str, Any]) -> str:
         nfe_ok = at["nfe"].nunique() == 1
         lines.append(f"N = {n}: NFE {sorted(int(v) for v in at['nfe'].unique())} "
                      f"({'equal' if nfe_ok else 'DIFFER'})")
-        for new, old in pairs:
-            if new not in at.index or old not in at.index:
-                continue
-            a, b = at.loc[new], at.loc[old]
-            parts = []
-            for col, name, scale in (("endpoint_error_mean", "endpoint", 1e3), ("sw", "SW", 1e3),
-                                     ("nll_mean", "NLL", 1), ("recall", "recall", 1)):
-                v = verdict(a, b, col, lower_is_better=col != "recall")
-                parts.append(f"{name} {b[col] * scale:.3g}→{a[col] * scale:.3g} ({v})")
-            lines.append(f"  {new} vs {old}: " + ", ".join(parts))
+        lines += pair_lines(at, pairs, (("endpoint_error_mean", "endpoint", 1e3, True),
+                                        ("sw", "SW", 1e3, True), ("nll_mean", "NLL", 1, True),
+                                        ("recall", "recall", 1, False)))
     return "\n".join(lines)
 
 

@@ -172,3 +172,13 @@ def test_verdict_reads_non_overlapping_intervals_in_the_metric_direction():
     assert verdict(low, high, "m", lower_is_better=False) == "worse"
     assert verdict(high, low, "m", lower_is_better=True) == "worse"
     assert verdict(low, mid, "m", lower_is_better=True) == "~"  # intervals overlap
+
+
+def test_pair_lines_compare_present_pairs_with_scaled_values():
+    import pandas as pd
+    from _lib import pair_lines
+
+    at = pd.DataFrame({"m": [0.0, 5.0], "m_lo": [-1.0, 4.0], "m_hi": [1.0, 6.0]},
+                      index=["new", "old"])
+    lines = pair_lines(at, (("new", "old"), ("new", "absent")), (("m", "M", 10.0, True),))
+    assert lines == ["  new vs old: M 50→0 (better)"]
